@@ -1,0 +1,499 @@
+"""Wire codecs: msgpack for RegistrationEvent, JSON (orjson) for AorState and BindingEvent.
+
+Decoding never raises into its caller: it returns the record or a
+:class:`Rejection` naming what was wrong, so a consumer can dead-letter the
+record and keep going (a decoder that raises would restart a Faust agent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+import orjson
+
+from schemas.events import (
+    KINDS,
+    SCHEMA_VERSION,
+    ContactEntry,
+    RegistrationEvent,
+    Source,
+)
+from schemas.state import AorState, Binding, BindingEvent, Health, Reject
+
+MAX_RAW_BYTES: Final = 8 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a record could not be decoded. ``reason`` is a short machine word."""
+
+    reason: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
+
+class _Invalid(Exception):
+    """Internal: carries a Rejection out of the nested field checks."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.rejection = Rejection(reason, detail)
+
+
+_MISSING: Final = object()
+
+
+def _req(m: Mapping[str, Any], name: str, typ: type, where: str = "") -> Any:
+    value = m.get(name, _MISSING)
+    if value is _MISSING or value is None:
+        raise _Invalid("missing_field", f"{where}{name} is required")
+    # bool is an int subclass; a bool where an int is expected is a bug upstream.
+    if type(value) is not typ and not (typ is float and type(value) is int):
+        raise _Invalid(
+            "mistyped_field", f"{where}{name} must be {typ.__name__}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _opt(m: Mapping[str, Any], name: str, typ: type, where: str = "") -> Any:
+    value = m.get(name)
+    if value is None:
+        return None
+    if type(value) is not typ and not (typ is float and type(value) is int):
+        raise _Invalid(
+            "mistyped_field",
+            f"{where}{name} must be {typ.__name__} or null, got {type(value).__name__}",
+        )
+    return value
+
+
+def _source(value: Any, where: str) -> Source | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _Invalid("mistyped_field", f"{where}source must be a map")
+    return Source(
+        ip=_req(value, "ip", str, f"{where}source."),
+        port=_req(value, "port", int, f"{where}source."),
+        transport=_req(value, "transport", str, f"{where}source."),
+    )
+
+
+def _str_list(value: Any, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not all(type(x) is str for x in value):
+        raise _Invalid("mistyped_field", f"{name} must be a list of strings")
+    return tuple(value)
+
+
+def _contacts(value: Any) -> tuple[ContactEntry, ...]:
+    if value is None:
+        raise _Invalid("missing_field", "contacts is required for kind register")
+    if not isinstance(value, list | tuple):
+        raise _Invalid("mistyped_field", "contacts must be a list")
+    out = []
+    for i, c in enumerate(value):
+        where = f"contacts[{i}]."
+        if not isinstance(c, Mapping):
+            raise _Invalid("mistyped_field", f"contacts[{i}] must be a map")
+        expires = _req(c, "expires", int, where)
+        if expires < 0:
+            raise _Invalid("invalid_value", f"{where}expires must be >= 0")
+        q = _opt(c, "q", float, where)
+        out.append(
+            ContactEntry(
+                uri=_req(c, "uri", str, where),
+                expires=expires,
+                q=None if q is None else float(q),
+                instance=_opt(c, "instance", str, where),
+                reg_id=_opt(c, "reg_id", int, where),
+            )
+        )
+    return tuple(out)
+
+
+def _fast_source(src: Any) -> Source | None:
+    if src is None:
+        return None
+    ip, port, transport = src["ip"], src["port"], src["transport"]
+    if type(ip) is not str or type(port) is not int or type(transport) is not str:
+        raise _Invalid("mistyped_field", "source")
+    return Source(ip, port, transport)
+
+
+def _fast_event(m: dict[str, Any]) -> RegistrationEvent:
+    """The common, well-formed record, checked inline (the hot path of every consumer).
+
+    Raises on anything unusual; the caller then runs the detailed validator,
+    which names the problem. Both accept exactly the same records.
+    """
+    kind = m["kind"]
+    node = m["node"]
+    seq = m["seq"]
+    event_id = m["id"]
+    ts = m["ts"]
+    aor = m["aor"]
+    call_id = m["call_id"]
+    cseq = m["cseq"]
+    if (
+        m["v"] != SCHEMA_VERSION
+        or type(node) is not str
+        or type(seq) is not int
+        or type(ts) is not int
+        or type(aor) is not str
+        or type(call_id) is not str
+        or type(cseq) is not int
+        or event_id != f"{node}:{seq}"
+        or ":" not in aor
+    ):
+        raise _Invalid("slow", "")
+    user_agent = m.get("user_agent")
+    raw = m.get("raw")
+    path = m.get("path")
+    if (
+        (user_agent is not None and type(user_agent) is not str)
+        or (raw is not None and (type(raw) is not str or len(raw) > MAX_RAW_BYTES))
+        or (path is not None and (type(path) is not list or any(type(x) is not str for x in path)))
+    ):
+        raise _Invalid("slow", "")
+    source = _fast_source(m.get("source"))
+    path_t = tuple(path) if path else ()
+    if kind == "register":
+        contacts = []
+        for c in m["contacts"]:
+            uri, expires = c["uri"], c["expires"]
+            q, instance, reg_id = c.get("q"), c.get("instance"), c.get("reg_id")
+            if (
+                type(uri) is not str
+                or type(expires) is not int
+                or expires < 0
+                or (q is not None and type(q) is not float)
+                or (instance is not None and type(instance) is not str)
+                or (reg_id is not None and type(reg_id) is not int)
+            ):
+                raise _Invalid("slow", "")
+            contacts.append(ContactEntry(uri, expires, q, instance, reg_id))
+        wildcard = m.get("wildcard", False)
+        expires_h = m.get("expires")
+        if type(wildcard) is not bool or (expires_h is not None and type(expires_h) is not int):
+            raise _Invalid("slow", "")
+        return RegistrationEvent(
+            "register", event_id, node, seq, ts, aor, call_id, cseq,
+            tuple(contacts), wildcard, expires_h, source, user_agent, path_t, None, None, None, raw,
+        )  # fmt: skip
+    raise _Invalid("slow", "")
+
+
+def event_from_mapping(m: object) -> RegistrationEvent | Rejection:
+    """Validate one decoded record (a msgpack map or a JSON object) into an event."""
+    if type(m) is dict:
+        try:
+            return _fast_event(m)
+        except Exception:  # noqa: BLE001, S110 - any oddity: the detailed check below names it
+            pass
+    return _checked_event(m)
+
+
+def _checked_event(m: object) -> RegistrationEvent | Rejection:
+    """The detailed validator: returns the event, or a Rejection naming the first problem."""
+    if not isinstance(m, Mapping):
+        return Rejection("not_a_map", f"record is {type(m).__name__}, not a map")
+    try:
+        v = m.get("v", _MISSING)
+        if v is _MISSING:
+            raise _Invalid("missing_field", "v is required")
+        if v != SCHEMA_VERSION or type(v) is not int:
+            raise _Invalid("unknown_version", f"schema version {v!r} is not known (this reader: 1)")
+        kind = _req(m, "kind", str)
+        if kind not in KINDS:
+            raise _Invalid("invalid_value", f"kind {kind!r} is not one of {sorted(KINDS)}")
+        node = _req(m, "node", str)
+        seq = _req(m, "seq", int)
+        event_id = _req(m, "id", str)
+        if event_id != f"{node}:{seq}":
+            raise _Invalid("invalid_value", f"id {event_id!r} is not '<node>:<seq>' ({node}:{seq})")
+        aor = _req(m, "aor", str)
+        if ":" not in aor:
+            raise _Invalid("invalid_value", f"aor {aor!r} is not a URI")
+        raw = _opt(m, "raw", str)
+        if raw is not None and len(raw) > MAX_RAW_BYTES:
+            raw = raw[:MAX_RAW_BYTES]
+        common: dict[str, Any] = {
+            "kind": kind,
+            "id": event_id,
+            "node": node,
+            "seq": seq,
+            "ts": _req(m, "ts", int),
+            "aor": aor,
+            "call_id": _req(m, "call_id", str),
+            "cseq": _req(m, "cseq", int),
+            "source": _source(m.get("source"), ""),
+            "user_agent": _opt(m, "user_agent", str),
+            "path": _str_list(m.get("path"), "path"),
+            "raw": raw,
+        }
+        if kind == "register":
+            wildcard = m.get("wildcard", False)
+            if type(wildcard) is not bool:
+                raise _Invalid("mistyped_field", "wildcard must be bool")
+            expires = _opt(m, "expires", int)
+            return RegistrationEvent(
+                **common, contacts=_contacts(m.get("contacts")), wildcard=wildcard, expires=expires
+            )
+        if kind == "reject":
+            return RegistrationEvent(
+                **common, status=_req(m, "status", int), reason=_req(m, "reason", str)
+            )
+        # expire / deactivate name the binding they end.
+        return RegistrationEvent(
+            **common, contact=_req(m, "contact", str), reason=_opt(m, "reason", str)
+        )
+    except _Invalid as exc:
+        return exc.rejection
+
+
+def decode_event(data: bytes | None) -> RegistrationEvent | Rejection:
+    """Decode one msgpack record from regstate.registrations."""
+    if data is None:
+        return Rejection("empty", "record value is null")
+    try:
+        m = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except msgpack.ExtraData:
+        return Rejection("trailing_bytes", "bytes follow the msgpack map")
+    except (ValueError, msgpack.UnpackException) as exc:
+        # Truncated input raises ValueError ("incomplete") or OutOfData.
+        return Rejection("not_msgpack", f"cannot decode msgpack: {exc}")
+    except Exception as exc:  # noqa: BLE001 - arbitrary bytes must never raise into the agent
+        return Rejection("not_msgpack", f"cannot decode msgpack: {type(exc).__name__}: {exc}")
+    return event_from_mapping(m)
+
+
+def decode_event_json(line: str | bytes) -> RegistrationEvent | Rejection:
+    """Decode one JSON Lines record (the file form of RegistrationEvent)."""
+    try:
+        m = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return Rejection("not_json", f"cannot decode JSON: {exc}")
+    return event_from_mapping(m)
+
+
+def _source_dict(s: Source | None) -> dict[str, Any] | None:
+    return None if s is None else {"ip": s.ip, "port": s.port, "transport": s.transport}
+
+
+def event_to_dict(e: RegistrationEvent) -> dict[str, Any]:
+    """The wire map of an event: only the fields its kind carries (DESIGN section 4)."""
+    d: dict[str, Any] = {
+        "v": e.v,
+        "kind": e.kind,
+        "id": e.id,
+        "node": e.node,
+        "seq": e.seq,
+        "ts": e.ts,
+        "aor": e.aor,
+        "call_id": e.call_id,
+        "cseq": e.cseq,
+        "source": _source_dict(e.source),
+        "user_agent": e.user_agent,
+        "path": list(e.path),
+        "raw": e.raw,
+    }
+    if e.kind == "register":
+        d["contacts"] = [
+            {
+                "uri": c.uri,
+                "expires": c.expires,
+                "q": c.q,
+                "instance": c.instance,
+                "reg_id": c.reg_id,
+            }
+            for c in e.contacts
+        ]
+        d["wildcard"] = e.wildcard
+        d["expires"] = e.expires
+    elif e.kind == "reject":
+        d["status"] = e.status
+        d["reason"] = e.reason
+    else:
+        d["contact"] = e.contact
+        d["reason"] = e.reason
+    return d
+
+
+def encode_event(e: RegistrationEvent) -> bytes:
+    """msgpack bytes of an event, as published to regstate.registrations."""
+    packed: bytes = msgpack.packb(event_to_dict(e), use_bin_type=True)
+    return packed
+
+
+def encode_event_json(e: RegistrationEvent) -> bytes:
+    """One JSON Lines record (without the newline)."""
+    return orjson.dumps(event_to_dict(e))
+
+
+# --- AorState ---------------------------------------------------------------
+
+
+def binding_to_dict(b: Binding) -> dict[str, Any]:
+    return {
+        "key": b.key,
+        "uri": b.uri,
+        "expires_at": b.expires_at,
+        "registered_at": b.registered_at,
+        "refreshed_at": b.refreshed_at,
+        "call_id": b.call_id,
+        "cseq": b.cseq,
+        "q": b.q,
+        "instance": b.instance,
+        "reg_id": b.reg_id,
+        "source": _source_dict(b.source),
+        "user_agent": b.user_agent,
+        "node": b.node,
+        "path": list(b.path),
+    }
+
+
+def _reject_dict(r: Reject | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {
+        "ts": r.ts,
+        "status": r.status,
+        "reason": r.reason,
+        "node": r.node,
+        "source": _source_dict(r.source),
+    }
+
+
+def health_to_dict(h: Health) -> dict[str, Any]:
+    return {
+        "state": h.state,
+        "since": h.since,
+        "auth_failures": h.auth_failures,
+        "last_reject": _reject_dict(h.last_reject),
+        "retransmissions": h.retransmissions,
+        "short_cycles": h.short_cycles,
+        "last_expired_at": h.last_expired_at,
+    }
+
+
+def state_to_dict(s: AorState, *, internal: bool = False) -> dict[str, Any]:
+    """AorState as a map. ``internal`` adds ``seen`` (dedup marks; table value only)."""
+    d: dict[str, Any] = {
+        "aor": s.aor,
+        "version": s.version,
+        "updated_ts": s.updated_ts,
+        "contacts": [binding_to_dict(b) for b in s.contacts],
+        "health": health_to_dict(s.health),
+    }
+    if internal:
+        d["seen"] = dict(s.seen)
+    return d
+
+
+def encode_state(s: AorState, *, internal: bool = False) -> bytes:
+    """JSON of an AorState (regstate.bindings, query API, replay)."""
+    return orjson.dumps(state_to_dict(s, internal=internal))
+
+
+def _source_from(d: Any) -> Source | None:
+    if d is None:
+        return None
+    return Source(ip=d["ip"], port=d["port"], transport=d["transport"])
+
+
+def _reject_from(d: Mapping[str, Any]) -> Reject:
+    return Reject(d["ts"], d["status"], d["reason"], d["node"], _source_from(d.get("source")))
+
+
+def state_from_dict(d: Mapping[str, Any]) -> AorState:
+    """Inverse of :func:`state_to_dict`; raises KeyError/TypeError on a foreign shape."""
+    h = d.get("health") or {}
+    lr = h.get("last_reject")
+    health = Health(
+        state=h.get("state", "unregistered"),
+        since=h.get("since", 0),
+        auth_failures=h.get("auth_failures", 0),
+        last_reject=None if lr is None else _reject_from(lr),
+        retransmissions=h.get("retransmissions", 0),
+        short_cycles=h.get("short_cycles", 0),
+        last_expired_at=h.get("last_expired_at"),
+    )
+    contacts = tuple(
+        Binding(
+            key=c["key"],
+            uri=c["uri"],
+            expires_at=c["expires_at"],
+            registered_at=c["registered_at"],
+            refreshed_at=c["refreshed_at"],
+            call_id=c["call_id"],
+            cseq=c["cseq"],
+            q=c.get("q"),
+            instance=c.get("instance"),
+            reg_id=c.get("reg_id"),
+            source=_source_from(c.get("source")),
+            user_agent=c.get("user_agent"),
+            node=c["node"],
+            path=tuple(c.get("path") or ()),
+        )
+        for c in d.get("contacts") or ()
+    )
+    return AorState(
+        aor=d["aor"],
+        version=d.get("version", 0),
+        updated_ts=d.get("updated_ts", 0),
+        contacts=contacts,
+        health=health,
+        seen=dict(d.get("seen") or {}),
+    )
+
+
+def decode_state(data: bytes) -> AorState:
+    """Inverse of :func:`encode_state`."""
+    return state_from_dict(orjson.loads(data))
+
+
+# --- BindingEvent -------------------------------------------------------------
+
+
+def binding_event_to_dict(e: BindingEvent) -> dict[str, Any]:
+    return {
+        "aor": e.aor,
+        "version": e.version,
+        "event": e.event,
+        "key": e.key,
+        "uri": e.uri,
+        "ts": e.ts,
+        "node": e.node,
+        "call_id": e.call_id,
+        "cseq": e.cseq,
+        "expires_at": e.expires_at,
+        "cause": e.cause,
+    }
+
+
+def encode_binding_event(e: BindingEvent) -> bytes:
+    """JSON of a BindingEvent (regstate.binding-events)."""
+    return orjson.dumps(binding_event_to_dict(e))
+
+
+def binding_event_from_dict(d: Mapping[str, Any]) -> BindingEvent:
+    return BindingEvent(
+        aor=d["aor"],
+        version=d["version"],
+        event=d["event"],
+        key=d.get("key"),
+        uri=d.get("uri"),
+        ts=d["ts"],
+        node=d["node"],
+        call_id=d["call_id"],
+        cseq=d["cseq"],
+        expires_at=d.get("expires_at"),
+        cause=d["cause"],
+    )

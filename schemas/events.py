@@ -1,0 +1,62 @@
+"""RegistrationEvent, schema version 1 (DESIGN section 4).
+
+One record per SIP request a front-end answered, or per binding that ran out.
+The field names are the wire names: msgpack maps on Kafka, JSON objects in
+``.jsonl`` files.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, NamedTuple
+
+SCHEMA_VERSION: Final = 1
+
+Kind = Literal["register", "expire", "reject", "deactivate"]
+KINDS: Final[frozenset[str]] = frozenset({"register", "expire", "reject", "deactivate"})
+
+
+class Source(NamedTuple):
+    """Where the request came from, after Via ``received``/``rport``."""
+
+    ip: str
+    port: int
+    transport: str
+
+
+class ContactEntry(NamedTuple):
+    """One Contact of a REGISTER, with the expiry the node granted in its 200 OK."""
+
+    uri: str
+    expires: int
+    q: float | None = None
+    instance: str | None = None
+    reg_id: int | None = None
+
+
+class RegistrationEvent(NamedTuple):
+    """A request a front-end answered, or a binding that ran out (``expire``).
+
+    ``id`` is ``<node>:<seq>``; ``seq`` increases per node, also across the
+    node's restarts, which is what makes duplicate detection (rule R5) cheap.
+    ``ts`` is the node's clock in ms since the Unix epoch.
+    """
+
+    kind: Kind
+    id: str
+    node: str
+    seq: int
+    ts: int
+    aor: str
+    call_id: str
+    cseq: int
+    contacts: tuple[ContactEntry, ...] = ()
+    wildcard: bool = False
+    expires: int | None = None
+    source: Source | None = None
+    user_agent: str | None = None
+    path: tuple[str, ...] = ()
+    contact: str | None = None
+    status: int | None = None
+    reason: str | None = None
+    raw: str | None = None
+    v: int = SCHEMA_VERSION
