@@ -121,13 +121,20 @@ def _distinct_contacts(
     entries: tuple[ContactEntry, ...],
 ) -> list[tuple[str, bool, ContactEntry]]:
     """(key, is_flow, entry) per binding the request addresses; a repeated key: last wins."""
-    by_key: dict[str, tuple[str, bool, ContactEntry]] = {}
+    out: dict[str, tuple[str, bool, ContactEntry]] = {}
     for entry in entries:
-        flow = entry.instance is not None and entry.reg_id is not None
-        key = flow_key(entry.instance, entry.reg_id) if flow else contact_key(entry.uri)  # type: ignore[arg-type]
-        by_key.pop(key, None)  # keep the request order of the last occurrence
-        by_key[key] = (key, flow, entry)
-    return list(by_key.values())
+        instance, reg_id = entry.instance, entry.reg_id
+        flow = instance is not None and reg_id is not None
+        key = flow_key(instance, reg_id) if flow else contact_key(entry.uri)  # type: ignore[arg-type]
+        if len(entries) == 1:
+            return [(key, flow, entry)]
+        out.pop(key, None)  # keep the request order of the last occurrence
+        out[key] = (key, flow, entry)
+    return list(out.values())
+
+
+def _by_key(b: Binding) -> str:
+    return b.key
 
 
 def _stale(binding: Binding, event: RegistrationEvent) -> bool:
@@ -147,6 +154,7 @@ def _register(
     emitter = _Emitter(state.aor, state.version, event)
     touched: set[str] = set()
     ts = event.ts
+    resort = False
     for key, flow, entry in _distinct_contacts(event.contacts):
         i = _find(contacts, entry, key)
         old = contacts[i] if i >= 0 else None
@@ -165,26 +173,18 @@ def _register(
         else:
             name = "shortened" if expires_at < old.expires_at else "refreshed"
             registered_at = old.registered_at
+        # Positional: this runs once per contact per event, the hottest line of the engine.
         binding = Binding(
-            key=key,
-            uri=entry.uri,
-            expires_at=expires_at,
-            registered_at=registered_at,
-            refreshed_at=ts,
-            call_id=event.call_id,
-            cseq=event.cseq,
-            q=entry.q,
-            instance=entry.instance,
-            reg_id=entry.reg_id,
-            source=event.source,
-            user_agent=event.user_agent,
-            node=event.node,
-            path=event.path,
-        )
+            key, entry.uri, expires_at, registered_at, ts, event.call_id, event.cseq,
+            entry.q, entry.instance, entry.reg_id, event.source, event.user_agent,
+            event.node, event.path,
+        )  # fmt: skip
         if old is None:
             contacts.append(binding)
+            resort = True
         else:
             contacts[i] = binding
+            resort = resort or old.key != key
         touched.add(key)
         emitter.emit(name, binding)
 
@@ -205,7 +205,8 @@ def _register(
     if not emitter.events:
         # Only removals of bindings that did not exist: the request changed nothing.
         return _unchanged(state, seen, Outcome.APPLIED)
-    final = tuple(sorted(contacts, key=lambda b: b.key))
+    # Kept in key order so equal states are equal tuples, whatever the arrival order.
+    final = tuple(sorted(contacts, key=_by_key)) if resort else tuple(contacts)
     if any(c.expires > 0 for c in event.contacts):
         new_health = diagnosis.after_register(state.health, event, final, policy)
     else:

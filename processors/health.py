@@ -45,6 +45,13 @@ def after_register(
     state: HealthState = _resting_state(contacts)
     if state == "registered" and short_cycles >= policy.flap_threshold:
         state = "flapping"
+    if (
+        state == h.state
+        and short_cycles == h.short_cycles
+        and h.auth_failures == 0
+        and h.retransmissions == 0
+    ):
+        return h  # the steady refresh: nothing to diagnose
     return _with_state(
         h, state, event.ts, auth_failures=0, retransmissions=0, short_cycles=short_cycles
     )

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it: lint, types, unit and integration
+# tests against a real Kafka that this script starts (and stops again if it
+# started it). Skip the long fault/load tests locally with:
+#   PYTEST_ADDOPTS="-m 'not slow'" make test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+BIN="$VENV/bin"
+
+echo "== ruff"
+"$BIN/ruff" check .
+"$BIN/ruff" format --check .
+echo "== mypy"
+"$BIN/mypy" schemas processors streams
+
+started_kafka=""
+if [ -z "${REGSTATE_BOOTSTRAP_SERVERS:-}" ]; then
+  if ! "$BIN/regstate" kafka status >/dev/null 2>&1; then
+    started_kafka=1
+  fi
+  echo "== kafka"
+  REGSTATE_BOOTSTRAP_SERVERS=$("$BIN/regstate" kafka up --nodes 1)
+  export REGSTATE_BOOTSTRAP_SERVERS
+  echo "bootstrap: $REGSTATE_BOOTSTRAP_SERVERS"
+fi
+cleanup() {
+  if [ -n "$started_kafka" ]; then
+    "$BIN/regstate" kafka down --all >/dev/null 2>&1 || "$BIN/regstate" kafka down >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+echo "== pytest"
+"$BIN/python" -m pytest ${PYTEST_ARGS:-}
