@@ -103,16 +103,17 @@ class _Emitter:
 
 def _find(contacts: list[Binding], entry: ContactEntry, key: str) -> int:
     """Index of the binding this Contact addresses (R2), or -1."""
-    if entry.instance is not None and entry.reg_id is not None:
-        for i, b in enumerate(contacts):
-            if b.key == key:
-                return i
+    flow = entry.instance is not None and entry.reg_id is not None
+    # The exact key first: RFC comparison is not transitive, so a URI may be
+    # "equal" to several bindings, but it has exactly one canonical form.
+    for i, b in enumerate(contacts):
+        if b.key == key:
+            return i
+    if flow:
         return -1
     for i, b in enumerate(contacts):
         # Flow bindings are addressed by instance and reg-id only (RFC 5626 section 6).
-        if (b.reg_id is None or b.instance is None) and (
-            b.key == key or uri_equal(b.uri, entry.uri)
-        ):
+        if (b.reg_id is None or b.instance is None) and uri_equal(b.uri, entry.uri):
             return i
     return -1
 
@@ -158,6 +159,10 @@ def _register(
     for key, flow, entry in _distinct_contacts(event.contacts):
         i = _find(contacts, entry, key)
         old = contacts[i] if i >= 0 else None
+        if old is not None:
+            # The binding keeps its identity when the phone writes its Contact
+            # differently but equivalently (RFC 3261 section 19.1.4).
+            key = old.key
         # A binding this request already set is being set again, not replayed.
         if old is not None and old.key not in touched and _stale(old, event):
             return _unchanged(state, seen, Outcome.STALE)  # R3: nothing of it applies
@@ -184,7 +189,6 @@ def _register(
             resort = True
         else:
             contacts[i] = binding
-            resort = resort or old.key != key
         touched.add(key)
         emitter.emit(name, binding)
 
@@ -204,13 +208,13 @@ def _register(
 
     if not emitter.events:
         # Only removals of bindings that did not exist: the request changed nothing.
-        return _unchanged(state, seen, Outcome.APPLIED)
+        return _unchanged(state, seen, Outcome.NOOP)
     # Kept in key order so equal states are equal tuples, whatever the arrival order.
     final = tuple(sorted(contacts, key=_by_key)) if resort else tuple(contacts)
     if any(c.expires > 0 for c in event.contacts):
         new_health = diagnosis.after_register(state.health, event, final, policy)
     else:
-        new_health = diagnosis.after_removal(state.health, event, final, expired=False)
+        new_health = diagnosis.after_unregister(state.health, event, final)
     return Folded(
         AorState(state.aor, emitter.version, ts, final, new_health, seen),
         tuple(emitter.events),
@@ -225,11 +229,11 @@ def _unregister_all(state: AorState, event: RegistrationEvent, seen: dict[str, i
     if any(_stale(b, event) for b in state.contacts):
         return _unchanged(state, seen, Outcome.STALE)
     if not state.contacts:
-        return _unchanged(state, seen, Outcome.APPLIED)
+        return _unchanged(state, seen, Outcome.NOOP)
     emitter = _Emitter(state.aor, state.version, event)
     for b in state.contacts:
         emitter.emit("unregistered", b)
-    new_health = diagnosis.after_removal(state.health, event, (), expired=False)
+    new_health = diagnosis.after_unregister(state.health, event, ())
     return Folded(
         AorState(state.aor, emitter.version, event.ts, (), new_health, seen),
         tuple(emitter.events),
@@ -277,10 +281,9 @@ def _end_binding(state: AorState, event: RegistrationEvent, seen: dict[str, int]
     expire a live binding early.
     """
     target = event.contact or ""
-    i = next(
-        (i for i, b in enumerate(state.contacts) if b.key == target or uri_equal(b.uri, target)),
-        -1,
-    )
+    i = next((i for i, b in enumerate(state.contacts) if b.key == target), -1)
+    if i < 0:
+        i = next((i for i, b in enumerate(state.contacts) if uri_equal(b.uri, target)), -1)
     if i < 0:
         return _unchanged(state, seen, Outcome.NOOP)
     b = state.contacts[i]

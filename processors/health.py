@@ -57,10 +57,18 @@ def after_register(
     )
 
 
+def after_unregister(h: Health, event: RegistrationEvent, contacts: tuple[Binding, ...]) -> Health:
+    """A REGISTER removed bindings and was answered 200: a success, so failures clear."""
+    state: HealthState = _resting_state(contacts)
+    if h.state == "flapping" and contacts:
+        state = "flapping"
+    return _with_state(h, state, event.ts, auth_failures=0, retransmissions=0)
+
+
 def after_removal(
     h: Health, event: RegistrationEvent, contacts: tuple[Binding, ...], expired: bool
 ) -> Health:
-    """A binding ended (expire, deactivate, or unregister)."""
+    """A binding ended without the phone asking (expire or deactivate)."""
     last_expired_at = event.ts if expired else h.last_expired_at
     state: HealthState = _resting_state(contacts)
     if h.state in ("auth_failing", "unreachable") and not contacts:

@@ -17,7 +17,8 @@ class Outcome(StrEnum):
     QUERY = "query"
     """R8: a REGISTER without contacts; nothing changes."""
     NOOP = "noop"
-    """An expire/deactivate for a binding that is gone, refreshed, or not yet due (R6)."""
+    """Nothing to do: an expire/deactivate for a binding that is gone, refreshed or not
+    yet due (R6), or a removal of bindings that do not exist."""
     REJECTED = "rejected"
     """R10: a ``reject`` event; bindings unchanged, health fed."""
     TOO_MANY_CONTACTS = "too_many_contacts"

@@ -14,7 +14,10 @@ from functools import lru_cache
 
 # RFC 3261 section 19.1.4: a user, ttl, method or maddr parameter present in only
 # one URI makes them differ; any other parameter present in only one is ignored.
-_MUST_MATCH_PARAMS = frozenset({"user", "ttl", "method", "maddr"})
+# transport joins them: the section's own examples list sip:bob@biloxi.com and
+# sip:bob@biloxi.com;transport=udp as different ("can resolve to different
+# transports"), and a phone reached over TCP is not reached over UDP.
+_MUST_MATCH_PARAMS = frozenset({"user", "ttl", "method", "maddr", "transport"})
 _RESERVED = frozenset(";/?:@&=+$,")
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 
@@ -60,8 +63,21 @@ class SipUri:
 
 
 def _strip_brackets(text: str) -> str:
+    """The URI of a name-addr (``"Name" <uri>``), or the text itself for a bare URI."""
     text = text.strip()
-    lt = text.find("<")
+    start = 0
+    if text.startswith('"'):
+        # A quoted display name may itself hold '<' (RFC 3261 quoted-string).
+        i = 1
+        while i < len(text):
+            if text[i] == "\\":
+                i += 2
+                continue
+            if text[i] == '"':
+                break
+            i += 1
+        start = i + 1
+    lt = text.find("<", start)
     if lt != -1:
         gt = text.find(">", lt)
         if gt != -1:

@@ -72,6 +72,16 @@ def _opt(m: Mapping[str, Any], name: str, typ: type, where: str = "") -> Any:
     return value
 
 
+def _cut_raw(raw: str | None) -> str | None:
+    """At most 8 KiB of UTF-8, cut on a character boundary (DESIGN section 4)."""
+    if raw is None or len(raw) * 4 <= MAX_RAW_BYTES:
+        return raw  # cannot exceed the limit: skip encoding on the hot path
+    data = raw.encode("utf-8")
+    if len(data) <= MAX_RAW_BYTES:
+        return raw
+    return data[:MAX_RAW_BYTES].decode("utf-8", errors="ignore")
+
+
 def _source(value: Any, where: str) -> Source | None:
     if value is None:
         return None
@@ -141,8 +151,10 @@ def _fast_event(m: dict[str, Any]) -> RegistrationEvent:
     aor = m["aor"]
     call_id = m["call_id"]
     cseq = m["cseq"]
+    v = m["v"]
     if (
-        m["v"] != SCHEMA_VERSION
+        type(v) is not int
+        or v != SCHEMA_VERSION
         or type(node) is not str
         or type(seq) is not int
         or type(ts) is not int
@@ -158,15 +170,18 @@ def _fast_event(m: dict[str, Any]) -> RegistrationEvent:
     path = m.get("path")
     if (
         (user_agent is not None and type(user_agent) is not str)
-        or (raw is not None and (type(raw) is not str or len(raw) > MAX_RAW_BYTES))
+        or (raw is not None and (type(raw) is not str or len(raw) * 4 > MAX_RAW_BYTES))
         or (path is not None and (type(path) is not list or any(type(x) is not str for x in path)))
     ):
         raise _Invalid("slow", "")
     source = _fast_source(m.get("source"))
     path_t = tuple(path) if path else ()
     if kind == "register":
+        entries = m["contacts"]
+        if type(entries) is not list:
+            raise _Invalid("slow", "")
         contacts = []
-        for c in m["contacts"]:
+        for c in entries:
             uri, expires = c["uri"], c["expires"]
             q, instance, reg_id = c.get("q"), c.get("instance"), c.get("reg_id")
             if (
@@ -181,7 +196,9 @@ def _fast_event(m: dict[str, Any]) -> RegistrationEvent:
             contacts.append(ContactEntry(uri, expires, q, instance, reg_id))
         wildcard = m.get("wildcard", False)
         expires_h = m.get("expires")
-        if type(wildcard) is not bool or (expires_h is not None and type(expires_h) is not int):
+        if type(wildcard) is not bool or (
+            expires_h is not None and (type(expires_h) is not int or expires_h < 0)
+        ):
             raise _Invalid("slow", "")
         return RegistrationEvent(
             "register", event_id, node, seq, ts, aor, call_id, cseq,
@@ -221,9 +238,7 @@ def _checked_event(m: object) -> RegistrationEvent | Rejection:
         aor = _req(m, "aor", str)
         if ":" not in aor:
             raise _Invalid("invalid_value", f"aor {aor!r} is not a URI")
-        raw = _opt(m, "raw", str)
-        if raw is not None and len(raw) > MAX_RAW_BYTES:
-            raw = raw[:MAX_RAW_BYTES]
+        raw = _cut_raw(_opt(m, "raw", str))
         common: dict[str, Any] = {
             "kind": kind,
             "id": event_id,
@@ -243,6 +258,8 @@ def _checked_event(m: object) -> RegistrationEvent | Rejection:
             if type(wildcard) is not bool:
                 raise _Invalid("mistyped_field", "wildcard must be bool")
             expires = _opt(m, "expires", int)
+            if expires is not None and expires < 0:
+                raise _Invalid("invalid_value", "expires must be >= 0")
             return RegistrationEvent(
                 **common, contacts=_contacts(m.get("contacts")), wildcard=wildcard, expires=expires
             )
