@@ -102,7 +102,7 @@ def _str_list(value: Any, name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _contacts(value: Any) -> tuple[ContactEntry, ...]:
+def _contacts(value: Any, header_expires: int | None) -> tuple[ContactEntry, ...]:
     if value is None:
         raise _Invalid("missing_field", "contacts is required for kind register")
     if not isinstance(value, list | tuple):
@@ -112,7 +112,12 @@ def _contacts(value: Any) -> tuple[ContactEntry, ...]:
         where = f"contacts[{i}]."
         if not isinstance(c, Mapping):
             raise _Invalid("mistyped_field", f"contacts[{i}] must be a map")
-        expires = _req(c, "expires", int, where)
+        if c.get("expires") is None and header_expires is not None:
+            # Hand-written logs may leave the grant to the Expires header, as a
+            # REGISTER does: "contact parameter, else Expires header" (section 4).
+            expires = header_expires
+        else:
+            expires = _req(c, "expires", int, where)
         if expires < 0:
             raise _Invalid("invalid_value", f"{where}expires must be >= 0")
         q = _opt(c, "q", float, where)
@@ -261,7 +266,10 @@ def _checked_event(m: object) -> RegistrationEvent | Rejection:
             if expires is not None and expires < 0:
                 raise _Invalid("invalid_value", "expires must be >= 0")
             return RegistrationEvent(
-                **common, contacts=_contacts(m.get("contacts")), wildcard=wildcard, expires=expires
+                **common,
+                contacts=_contacts(m.get("contacts"), expires),
+                wildcard=wildcard,
+                expires=expires,
             )
         if kind == "reject":
             return RegistrationEvent(

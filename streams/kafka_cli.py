@@ -2,7 +2,8 @@
 
 The 1-node (127.0.0.1:9092) and 3-node (127.0.0.1:19092-19094) layouts use distinct
 ports and directories, so both may run at once: ``up --nodes 3`` does not disturb a
-running 1-node broker. ``down`` and ``status`` without ``--nodes`` cover both.
+running 1-node broker. ``down`` and ``status`` without ``--nodes`` cover both
+(``down --all`` says so explicitly).
 
 stdout carries only bootstrap servers (one line per layout), so that
 ``BOOTSTRAP=$(regstate kafka up)`` works; progress and errors go to stderr.
@@ -33,20 +34,35 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     actions = kafka.add_subparsers(dest="kafka_action", metavar="ACTION", required=True)
 
     up = actions.add_parser("up", help="start (or reuse) the local Kafka; print bootstrap")
-    up.add_argument("--nodes", type=int, choices=NODE_COUNTS, default=1)
+    up.add_argument(
+        "--nodes",
+        type=int,
+        choices=NODE_COUNTS,
+        default=1,
+        help="1: broker 127.0.0.1:9092 (default); 3: brokers 127.0.0.1:19092-19094",
+    )
     up.add_argument(
         "--timeout", type=float, default=60.0, help="seconds to wait for every broker (60)"
     )
     up.set_defaults(func=_up)
 
     down = actions.add_parser("down", help="stop the local Kafka (both layouts by default)")
-    down.add_argument("--nodes", type=int, choices=NODE_COUNTS, default=None)
+    down.add_argument(
+        "--nodes", type=int, choices=NODE_COUNTS, default=None, help="only this layout"
+    )
+    down.add_argument(
+        "--all",
+        action="store_true",
+        help="both layouts (the default without --nodes; accepted for scripts' clarity)",
+    )
     down.add_argument("--purge", action="store_true", help="also delete its data")
     down.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL (30)")
     down.set_defaults(func=_down)
 
     status = actions.add_parser("status", help="print bootstrap servers if running")
-    status.add_argument("--nodes", type=int, choices=NODE_COUNTS, default=None)
+    status.add_argument(
+        "--nodes", type=int, choices=NODE_COUNTS, default=None, help="only this layout"
+    )
     status.set_defaults(func=_status)
 
 
@@ -71,7 +87,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    counts = NODE_COUNTS if args.nodes is None else (args.nodes,)
+    counts = NODE_COUNTS if args.nodes is None or args.all else (args.nodes,)
     try:
         for n in counts:
             stopped = LocalKafka(n, _data_dir()).down(purge=args.purge, timeout=args.timeout)

@@ -378,7 +378,7 @@ def test_null_required_field_is_rejected(kind: str, field: str) -> None:
 
 @pytest.mark.parametrize("field", ["uri", "expires"])
 def test_contact_entry_without_required_field_is_rejected(field: str) -> None:
-    m = wire("register")
+    m = wire("register", expires=None)  # no Expires header to fall back on (D8)
     del m["contacts"][1][field]
     assert_rejected(m, "missing_field")
 
@@ -760,3 +760,19 @@ def test_binding_event_round_trips(event: BindingEvent) -> None:
     assert m["event"] == event.event
     assert m["cause"] == "fe1:18"
     assert binding_event_from_dict(m) == event
+
+
+def test_contact_without_expires_takes_the_expires_header() -> None:
+    """D8: "contact parameter, else Expires header", as in a REGISTER."""
+    m = wire("register", expires=120)
+    for c in m["contacts"]:
+        del c["expires"]
+    result = event_from_mapping(m)
+    assert isinstance(result, RegistrationEvent), result
+    assert [c.expires for c in result.contacts] == [120] * len(m["contacts"])
+
+
+def test_contact_without_expires_and_no_header_is_refused() -> None:
+    m = wire("register", expires=None)
+    del m["contacts"][0]["expires"]
+    assert_rejected(m, "missing_field")

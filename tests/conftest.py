@@ -1,0 +1,60 @@
+"""Fixtures shared by every test.
+
+``kafka_bootstrap``: bootstrap servers of a real Kafka. ``$REGSTATE_BOOTSTRAP_SERVERS``
+when set (CI or a developer's own broker), else the local 1-node Kafka
+(``regstate kafka up``), started on first use and left running afterwards so the
+next session starts in well under a second; ``regstate kafka down`` stops it.
+
+``kafka_cluster``: the local 3-node Kafka (:class:`streams.kafka_local.LocalKafka`),
+started on first use. Before each test every node is up again (a fault test may
+have stopped one); at the end of the session it is stopped if this session
+started it.
+
+Tests that use either fixture are marked ``integration`` (and ``cluster``)
+automatically, so ``-m 'not integration'`` never starts a broker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from streams.kafka_local import LocalKafka, ensure_kafka
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "kafka_cluster" in names:
+            item.add_marker(pytest.mark.cluster)
+            item.add_marker(pytest.mark.integration)
+        elif "kafka_bootstrap" in names:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """Bootstrap servers of a running Kafka (see the module docstring)."""
+    external = os.environ.get("REGSTATE_BOOTSTRAP_SERVERS")
+    if external:
+        return external
+    return ensure_kafka(nodes=1)
+
+
+@pytest.fixture(scope="session")
+def _kafka_cluster_session() -> Iterator[LocalKafka]:
+    cluster = LocalKafka(3)
+    was_running = cluster.status().any_alive
+    cluster.up()
+    yield cluster
+    if not was_running:
+        cluster.down()
+
+
+@pytest.fixture
+def kafka_cluster(_kafka_cluster_session: LocalKafka) -> LocalKafka:
+    """The local 3-node Kafka with every node up; ``.bootstrap``, ``.stop_node(i)`` etc."""
+    _kafka_cluster_session.up()
+    return _kafka_cluster_session
