@@ -405,6 +405,10 @@ def health_to_dict(h: Health) -> dict[str, Any]:
         "retransmissions": h.retransmissions,
         "short_cycles": h.short_cycles,
         "last_expired_at": h.last_expired_at,
+        "request_retransmissions": h.request_retransmissions,
+        "retransmitted_request": h.retransmitted_request,
+        "reply_lost": h.reply_lost,
+        "last_grant_s": h.last_grant_s,
     }
 
 
@@ -449,6 +453,11 @@ def state_from_dict(d: Mapping[str, Any]) -> AorState:
         retransmissions=h.get("retransmissions", 0),
         short_cycles=h.get("short_cycles", 0),
         last_expired_at=h.get("last_expired_at"),
+        # Fields added later default when absent: values written before them still decode.
+        request_retransmissions=h.get("request_retransmissions", 0),
+        retransmitted_request=h.get("retransmitted_request"),
+        reply_lost=h.get("reply_lost", False),
+        last_grant_s=h.get("last_grant_s"),
     )
     contacts = tuple(
         Binding(

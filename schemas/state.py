@@ -73,6 +73,17 @@ class Health(NamedTuple):
     retransmissions: int = 0
     short_cycles: int = 0
     last_expired_at: int | None = None
+    # Added with issue 6; every field has a default so table values written
+    # before it still decode (schemas.codec.state_from_dict).
+    request_retransmissions: int = 0
+    """Retransmissions seen of the one request named by ``retransmitted_request``."""
+    retransmitted_request: str | None = None
+    """``"<call_id> <cseq>"`` of the request last retransmitted (Call-IDs hold no space)."""
+    reply_lost: bool = False
+    """A request that the node accepted (it holds a binding) was retransmitted after:
+    the phone never saw the 200, so the next success alone does not prove it reachable."""
+    last_grant_s: int | None = None
+    """Shortest expiry (s) granted by the last REGISTER that set a binding."""
 
 
 class AorState(NamedTuple):

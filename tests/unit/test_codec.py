@@ -707,6 +707,11 @@ health = st.builds(
     retransmissions=st.integers(min_value=0, max_value=100),
     short_cycles=st.integers(min_value=0, max_value=100),
     last_expired_at=st.none() | st.integers(min_value=0, max_value=2**53),
+    # Issue 6 evidence fields: bounded like the others (JSON integers are 64-bit).
+    request_retransmissions=st.integers(min_value=0, max_value=100),
+    retransmitted_request=st.none() | st.text(max_size=12),
+    reply_lost=st.booleans(),
+    last_grant_s=st.none() | st.integers(min_value=0, max_value=2**31),
 )
 
 
