@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 import orjson
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import (

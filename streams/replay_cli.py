@@ -1,0 +1,137 @@
+"""``regstate replay --input FILE.jsonl [--at MS]``: fold a log file, print the table at MS.
+
+Imports neither Faust nor aiokafka: replay is pure and must start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import orjson
+
+from processors.policy import FoldPolicy
+from processors.replay import replay, snapshot_at
+from schemas import AorState, RegistrationEvent, state_to_dict
+from streams import replay_kafka
+from streams.jsonl import LineResult, display_name, read_events
+from streams.settings import Settings
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``replay`` subcommand."""
+    parser = subparsers.add_parser(
+        "replay",
+        help="fold a JSON Lines event log and print {aor: AorState} active at MS",
+        description=(
+            "Fold the RegistrationEvents of a JSON Lines file (one event per line) "
+            "whose ts <= MS and print one JSON object keyed by AOR, sorted, holding "
+            "the contacts still active at MS. Bad lines are reported on stderr and "
+            "skipped (exit code 1); the good ones are still folded and printed."
+        ),
+    )
+    parser.add_argument(
+        "--input",
+        default=None,
+        metavar="FILE",
+        help="JSON Lines file, or - for stdin (default: read Kafka, see below)",
+    )
+    parser.add_argument(
+        "--at",
+        type=int,
+        default=None,
+        metavar="MS",
+        help="fold events with ts <= MS and show contacts active at MS "
+        "(ms since the epoch; default: the largest ts in the file)",
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="also print AORs without an active contact, with their health",
+    )
+    parser.add_argument("--compact", action="store_true", help="one line instead of indented")
+    # Kafka source, --until/--since/--aor/--timeline (issue 7): streams.replay_kafka.
+    replay_kafka.add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def fold_policy(settings: Settings) -> FoldPolicy:
+    """The fold policy every worker and every replay must share (from REGSTATE_*)."""
+    if settings.max_contacts_policy == "evict_oldest":
+        return FoldPolicy(max_contacts=settings.max_contacts, max_contacts_policy="evict_oldest")
+    return FoldPolicy(max_contacts=settings.max_contacts, max_contacts_policy="reject")
+
+
+def render_snapshot(
+    states: Mapping[str, AorState], at_ms: int, *, include_empty: bool = False
+) -> dict[str, dict[str, Any]]:
+    """``{aor: AorState public map}`` at ``at_ms``, sorted by AOR, as ``replay`` prints it.
+
+    Only contacts active at ``at_ms`` are kept (R6); AORs left with none are
+    dropped unless ``include_empty``. Dedup marks (``seen``) are internal and
+    never shown.
+    """
+    snap = snapshot_at(dict(states), at_ms, include_empty=include_empty)
+    return {aor: state_to_dict(state) for aor, state in snap.items()}
+
+
+def dumps_snapshot(snapshot: Mapping[str, Any], *, compact: bool = False) -> bytes:
+    """The bytes ``replay`` writes: orjson, indented unless ``compact``, newline-terminated."""
+    option = orjson.OPT_APPEND_NEWLINE | (0 if compact else orjson.OPT_INDENT_2)
+    return orjson.dumps(snapshot, option=option)
+
+
+def good_events(
+    lines: Iterable[LineResult], on_bad: Callable[[int, str], None]
+) -> Iterator[RegistrationEvent]:
+    """The events of ``lines``, in order; each bad line goes to ``on_bad(line_no, reason)``."""
+    for line_no, item in lines:
+        if isinstance(item, str):
+            on_bad(line_no, item)
+        else:
+            yield item
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fold the file and print the snapshot. 0: every line good; 1: some bad; 2: no input."""
+    if replay_kafka.uses_extensions(args):
+        return replay_kafka.run(args)
+    settings = Settings.from_env()
+    name = display_name(args.input)
+    bad = 0
+
+    def report_bad(line_no: int, reason: str) -> None:
+        nonlocal bad
+        bad += 1
+        print(f"regstate replay: {name}:{line_no}: {reason}", file=sys.stderr)
+
+    max_ts: int | None = None
+
+    def track_max(events: Iterable[RegistrationEvent]) -> Iterator[RegistrationEvent]:
+        nonlocal max_ts
+        for event in events:
+            if max_ts is None or event.ts > max_ts:
+                max_ts = event.ts
+            yield event
+
+    # One streaming pass is enough for both cases. With --at, events after MS are
+    # skipped by the fold. Without it, MS is the largest ts in the file, and every
+    # event has ts <= that largest ts: all of them are folded, and MS is known once
+    # the pass ends, which is when the snapshot is taken. No second pass of the
+    # file and no buffering of stdin is needed.
+    try:
+        table = replay(
+            track_max(good_events(read_events(args.input), report_bad)),
+            fold_policy(settings),
+            until_ms=args.at,
+        )
+    except OSError as exc:
+        print(f"regstate replay: cannot read {name}: {exc}", file=sys.stderr)
+        return 2
+    at_ms = args.at if args.at is not None else max_ts
+    snapshot = {} if at_ms is None else render_snapshot(table.states, at_ms, include_empty=args.all)
+    sys.stdout.buffer.write(dumps_snapshot(snapshot, compact=args.compact))
+    sys.stdout.flush()
+    return 1 if bad else 0
