@@ -58,10 +58,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def fold_policy(settings: Settings) -> FoldPolicy:
-    """The fold policy every worker and every replay must share (from REGSTATE_*)."""
-    if settings.max_contacts_policy == "evict_oldest":
-        return FoldPolicy(max_contacts=settings.max_contacts, max_contacts_policy="evict_oldest")
-    return FoldPolicy(max_contacts=settings.max_contacts, max_contacts_policy="reject")
+    """The fold policy of these settings (see :meth:`Settings.fold_policy`)."""
+    return settings.fold_policy()
 
 
 def render_snapshot(

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from processors.policy import CapPolicy, FoldPolicy
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,6 +50,85 @@ class Settings:
     """R9: ``reject`` the request, or ``evict_oldest`` binding."""
     grace_ms: int = 5000
     """Sweeper: how long past its expiry a binding may live before the engine expires it."""
+    sweep_interval_ms: int = 1000
+    """Sweeper: how often each worker looks for bindings past expiry plus grace."""
+    sweep_resend_ms: int = 30_000
+    """Sweeper: an ``expire`` already sent for a binding is sent again only after this long
+    (it was lost, or the fold found it not yet due); never re-sent every tick."""
+    sweep_batch: int = 5000
+    """Sweeper: most ``expire`` events one tick appends (the rest wait for the next tick)."""
+    web_bind: str = "127.0.0.1"
+    """Worker: address the query API listens on (``0.0.0.0`` in a container)."""
+    web_host: str = "127.0.0.1"
+    """Worker: host name other workers use to reach this one's API (query routing)."""
+    standby_replicas: int = 1
+    """Worker: standby copies of each table partition kept warm by other workers."""
+    rocksdb_block_cache_bytes: int = 64 * 1024 * 1024
+    """Worker, RocksDB store: block cache per table partition (RocksDB/Faust default: 2 GiB)."""
+    rocksdb_write_buffer_bytes: int = 16 * 1024 * 1024
+    """Worker, RocksDB store: size of one memtable per table partition (default 64 MiB)."""
+    rocksdb_max_write_buffers: int = 2
+    """Worker, RocksDB store: memtables per table partition (RAM bound: this times the size)."""
+    state_cache_size: int = 50_000
+    """Worker: decoded AorStates kept in memory (about 1.5 KiB each) so hot AORs skip a decode."""
+    commit_interval_ms: int = 1000
+    """Worker: how often consumed offsets are committed (only those whose outputs are acked)."""
+    profile: str = ""
+    """Worker: when set, a path; the worker writes a cProfile of its run there on exit."""
+    log_level: str = "info"
+    """Worker: log level (``debug``, ``info``, ``warning``, ``error``)."""
+    dialer_db: str = ""
+    """Dialer view: its SQLite file; empty means ``<data_dir>/dialer-view.sqlite3``."""
+    dialer_web_port: int = 6070
+    """Dialer view: HTTP port of its lookups, SSE, /metrics (0: any free port)."""
+    dialer_dsn: str = ""
+    """Dialer view: ``mysql://user:password@host:port/db`` to keep the copy in MariaDB/MySQL
+    instead of the SQLite file (``dialer_db`` is then unused). Needs PyMySQL."""
+    dialer_batch_records: int = 20_000
+    """Dialer view: most records applied in one SQLite transaction (with their offsets)."""
+    dialer_phones: str = ""
+    """Dialer view: VICIdial ``phones`` CSV export (header ``extension,server_ip``), or empty."""
+    dialer_node_map: str = ""
+    """Dialer view: front-end node -> server IP, ``fe1=10.0.0.1,fe2=...`` or a CSV file
+    (header ``node,server_ip``); empty: the expected-server check reports no mismatch."""
+
+    node_id: str = ""
+    """Front-end: node id, the ``<node>`` of event ids; empty means ``fe-<host name>``.
+    Must be unique in a deployment and stable across restarts."""
+    sip_bind: str = "127.0.0.1"
+    """Front-end: address the SIP UDP and TCP listeners bind (``0.0.0.0`` in production)."""
+    sip_port: int = 5060
+    """Front-end: SIP port, UDP and TCP (0: any free port, printed at start)."""
+    sip_realm: str = "regstate"
+    """Front-end: Digest realm; the HA1 hashes in the user file are bound to it."""
+    sip_users_file: str = ""
+    """Front-end: the HA1 user file; empty means ``<data_dir>/sip-users.json``."""
+    sip_nonce_secret_file: str = ""
+    """Front-end: HMAC key of the stateless nonces (created, mode 0600, if missing); empty
+    means ``<data_dir>/sip-nonce.key``. Nodes sharing the file accept each other's nonces."""
+    sip_digest_algorithms: str = "SHA-256,MD5"
+    """Front-end: Digest algorithms offered in 401 challenges, preferred first (RFC 8760);
+    ``MD5`` alone for clients that read only the first challenge (e.g. SIPp 3.6)."""
+    sip_nonce_lifetime_s: int = 300
+    """Front-end: a nonce older than this gets ``stale=true``; it also bounds how long a
+    captured Authorization can be replayed (nonces are stateless)."""
+    sip_default_expires: int = 3600
+    """Front-end: expiry granted to a Contact that asks for none (no parameter, no header)."""
+    sip_min_expires: int = 60
+    """Front-end: a non-zero expiry below this is answered 423 with Min-Expires."""
+    sip_max_expires: int = 7200
+    """Front-end: longer requested expiries are granted this much."""
+    sip_rate_per_s: int = 50
+    """Front-end: requests per second one source IP may send (token bucket refill)."""
+    sip_rate_burst: int = 100
+    """Front-end: token bucket size per source IP; requests beyond it are dropped unanswered."""
+    sip_rate_key: str = "ip"
+    """Front-end: what the rate limit and ban count per: ``ip`` (production), or
+    ``ip_port`` where many phones share one address on purpose (a simulator, a lab)."""
+    sip_ban_failures: int = 20
+    """Front-end: auth failures from one source IP, within ``sip_ban_s``, that ban it."""
+    sip_ban_s: int = 300
+    """Front-end: how long a banned source IP is ignored."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,9 +160,46 @@ class Settings:
                 f"REGSTATE_MAX_CONTACTS_POLICY={self.max_contacts_policy!r}: "
                 "use 'reject' or 'evict_oldest'"
             )
-        for name in ("partitions", "replication_factor", "max_contacts"):
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise SettingsError(
+                f"REGSTATE_LOG_LEVEL={self.log_level!r}: use debug, info, warning or error"
+            )
+        for name in (
+            "grace_ms",
+            "sweep_resend_ms",
+            "standby_replicas",
+            "web_port",
+            "dialer_web_port",
+        ):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"REGSTATE_{name.upper()} must not be negative")
+        for name in (
+            "partitions",
+            "replication_factor",
+            "max_contacts",
+            "sweep_interval_ms",
+            "sweep_batch",
+            "rocksdb_block_cache_bytes",
+            "rocksdb_write_buffer_bytes",
+            "rocksdb_max_write_buffers",
+            "state_cache_size",
+            "commit_interval_ms",
+            "dialer_batch_records",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"REGSTATE_{name.upper()} must be at least 1")
+
+    def dialer_db_path(self) -> str:
+        """The dialer view's SQLite file (``dialer_db``, else under ``data_dir``)."""
+        return self.dialer_db or str(Path(self.data_dir) / "dialer-view.sqlite3")
+
+    def fold_policy(self) -> FoldPolicy:
+        """The fold's policy. Worker, replay, audit and problems all take it from here,
+        so the live table and every replay apply the same rules."""
+        policy: CapPolicy = (
+            "evict_oldest" if self.max_contacts_policy == "evict_oldest" else "reject"
+        )
+        return FoldPolicy(max_contacts=self.max_contacts, max_contacts_policy=policy)
 
     def topic(self, name: str) -> str:
         """Full name of a public topic, e.g. ``topic('registrations')``."""
