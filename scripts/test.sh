@@ -24,7 +24,17 @@ if [ -z "${REGSTATE_BOOTSTRAP_SERVERS:-}" ]; then
   export REGSTATE_BOOTSTRAP_SERVERS
   echo "bootstrap: $REGSTATE_BOOTSTRAP_SERVERS"
 fi
+# The dialer view's MariaDB store is tested against a real MariaDB (Debian
+# mariadb-server, installed on first use). REGSTATE_SKIP_MARIADB=1 skips it.
+started_mariadb=""
+if [ -z "${REGSTATE_SKIP_MARIADB:-}" ]; then
+  echo "== mariadb"
+  bash scripts/mariadb-up.sh >/dev/null && started_mariadb=1
+fi
 cleanup() {
+  if [ -n "$started_mariadb" ]; then
+    bash scripts/mariadb-up.sh down >/dev/null 2>&1 || true
+  fi
   if [ -n "$started_kafka" ]; then
     "$BIN/regstate" kafka down --all >/dev/null 2>&1 || "$BIN/regstate" kafka down >/dev/null 2>&1 || true
   fi
