@@ -24,6 +24,10 @@ if [ -z "${REGSTATE_BOOTSTRAP_SERVERS:-}" ]; then
   export REGSTATE_BOOTSTRAP_SERVERS
   echo "bootstrap: $REGSTATE_BOOTSTRAP_SERVERS"
 fi
+# The SIP front-end is tested with a real SIP peer, SIPp (Debian sip-tester).
+echo "== sipp"
+bash scripts/sipp-install.sh
+
 # The dialer view's MariaDB store is tested against a real MariaDB (Debian
 # mariadb-server, installed on first use). REGSTATE_SKIP_MARIADB=1 skips it.
 started_mariadb=""

@@ -19,6 +19,15 @@ SUBCOMMAND_MODULES = (
     "streams.topics_cli",
     "streams.publish_cli",
     "streams.replay_cli",
+    "streams.export_cli",
+    "streams.audit_cli",
+    "streams.worker_cli",
+    "streams.problems_cli",
+    "streams.alerting_cli",
+    "streams.users_cli",
+    "streams.frontend_cli",
+    "streams.simulate_cli",
+    "streams.dialer_cli",
 )
 
 

@@ -63,10 +63,11 @@ class Settings:
     """Worker: host name other workers use to reach this one's API (query routing)."""
     standby_replicas: int = 1
     """Worker: standby copies of each table partition kept warm by other workers."""
-    rocksdb_block_cache_bytes: int = 64 * 1024 * 1024
-    """Worker, RocksDB store: block cache per table partition (RocksDB/Faust default: 2 GiB)."""
-    rocksdb_write_buffer_bytes: int = 16 * 1024 * 1024
-    """Worker, RocksDB store: size of one memtable per table partition (default 64 MiB)."""
+    rocksdb_block_cache_bytes: int = 16 * 1024 * 1024
+    """Worker, RocksDB store: block cache of each table partition the worker holds (Faust
+    opens one cache per partition; its default is 2 GiB each)."""
+    rocksdb_write_buffer_bytes: int = 8 * 1024 * 1024
+    """Worker, RocksDB store: size of one memtable per table partition (Faust: 64 MiB)."""
     rocksdb_max_write_buffers: int = 2
     """Worker, RocksDB store: memtables per table partition (RAM bound: this times the size)."""
     state_cache_size: int = 50_000
@@ -101,6 +102,9 @@ class Settings:
     """Front-end: SIP port, UDP and TCP (0: any free port, printed at start)."""
     sip_realm: str = "regstate"
     """Front-end: Digest realm; the HA1 hashes in the user file are bound to it."""
+    sip_domains: str = ""
+    """Front-end: comma-separated domains whose AORs this registrar accepts (the To host);
+    a REGISTER for another gets 404. Empty: any domain."""
     sip_users_file: str = ""
     """Front-end: the HA1 user file; empty means ``<data_dir>/sip-users.json``."""
     sip_nonce_secret_file: str = ""

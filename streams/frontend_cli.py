@@ -1,0 +1,230 @@
+"""``regstate frontend``: a SIP front-end node (UDP and TCP) logging to regstate.registrations.
+
+Settings (``REGSTATE_*``): ``NODE_ID``, ``SIP_BIND``, ``SIP_PORT``, ``SIP_REALM``,
+``SIP_USERS_FILE``, ``SIP_NONCE_SECRET_FILE``, ``SIP_NONCE_LIFETIME_S``,
+``SIP_DEFAULT_EXPIRES``/``MIN``/``MAX``, ``SIP_RATE_PER_S``, ``SIP_RATE_BURST``,
+``SIP_BAN_FAILURES``, ``SIP_BAN_S``, and the Kafka ones. The node prints
+``listening udp+tcp HOST:PORT node NODE`` on stdout once bound, runs until
+SIGTERM or SIGINT, and re-reads the user file when it changes (so
+``regstate users add`` takes effect without a restart). Uses uvloop when it
+is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streams.settings import Settings, SettingsError
+from streams.sip.users import UserFileError, load_users, users_path
+
+if TYPE_CHECKING:
+    from streams.sip.digest import DigestAuthenticator
+    from streams.sip.eventlog import KafkaEventLog
+    from streams.sip.node import FrontendNode
+
+log = logging.getLogger("regstate.frontend")
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``frontend`` subcommand."""
+    parser = subparsers.add_parser(
+        "frontend",
+        help="run a SIP front-end node: answer REGISTER/OPTIONS, log to Kafka",
+        description=(
+            "Answers REGISTER (Digest auth, 200 only after Kafka acknowledged the "
+            "event) and OPTIONS on UDP and TCP; see `regstate users` for accounts."
+        ),
+    )
+    parser.add_argument("--port", type=int, help="override REGSTATE_SIP_PORT")
+    parser.set_defaults(func=run)
+
+
+def node_name(settings: Settings) -> str:
+    """REGSTATE_NODE_ID, else ``fe-<host name>``."""
+    return settings.node_id or f"fe-{socket.gethostname()}"
+
+
+def load_secret(path: Path) -> bytes:
+    """The nonce HMAC key; created (32 random bytes, mode 0600) when missing."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def check(settings: Settings) -> None:
+    """Raise SettingsError for front-end settings no node can run with."""
+    for name in ("sip_nonce_lifetime_s", "sip_rate_per_s", "sip_rate_burst", "sip_ban_failures"):
+        if getattr(settings, name) < 1:
+            raise SettingsError(f"REGSTATE_{name.upper()} must be at least 1")
+    if (
+        not 1
+        <= settings.sip_min_expires
+        <= settings.sip_default_expires
+        <= settings.sip_max_expires
+    ):
+        raise SettingsError(
+            "REGSTATE_SIP_MIN_EXPIRES <= REGSTATE_SIP_DEFAULT_EXPIRES <= "
+            "REGSTATE_SIP_MAX_EXPIRES must hold (and min >= 1)"
+        )
+    if settings.sip_rate_key not in ("ip", "ip_port"):
+        raise SettingsError(f"REGSTATE_SIP_RATE_KEY={settings.sip_rate_key!r}: use ip or ip_port")
+    if not 0 <= settings.sip_port <= 65535:
+        raise SettingsError("REGSTATE_SIP_PORT must be 0-65535")
+
+
+def algorithms(settings: Settings) -> tuple[str, ...]:
+    """REGSTATE_SIP_DIGEST_ALGORITHMS as a tuple; SettingsError for an unknown name."""
+    names = tuple(a.strip().upper() for a in settings.sip_digest_algorithms.split(",") if a.strip())
+    if not names or any(a not in ("MD5", "SHA-256") for a in names):
+        raise SettingsError(
+            f"REGSTATE_SIP_DIGEST_ALGORITHMS={settings.sip_digest_algorithms!r}: "
+            "use SHA-256 and/or MD5, comma-separated"
+        )
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the node until a signal."""
+    settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    port = settings.sip_port if args.port is None else args.port
+    runner_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    with contextlib.suppress(ImportError):
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+
+        runner_factory = uvloop.new_event_loop
+    try:
+        prepared = prepare(settings)
+    except UserFileError as exc:
+        print(f"regstate frontend: {exc}", file=sys.stderr)
+        return 2
+    with asyncio.Runner(loop_factory=runner_factory) as runner:
+        return runner.run(serve(settings, prepared, port))
+
+
+@dataclass
+class Prepared:
+    """A node built from settings, not started yet."""
+
+    node: FrontendNode
+    event_log: KafkaEventLog
+    auth: DigestAuthenticator
+    users_file: Path
+
+
+def prepare(settings: Settings) -> Prepared:
+    """Build the node (reads the user file and the nonce key; creates the key if missing).
+
+    Raises SettingsError for bad settings and UserFileError for a bad user file.
+    """
+    # aiokafka is imported only when a node is built, not for every `regstate` command.
+    from streams.sip.digest import DigestAuthenticator, NonceIssuer
+    from streams.sip.eventlog import KafkaEventLog
+    from streams.sip.node import FrontendNode, clock_ms
+    from streams.sip.registrar import ExpiryPolicy, Registrar
+    from streams.sip.tables import SourceLimiter
+
+    check(settings)
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret_path = (
+        Path(settings.sip_nonce_secret_file)
+        if settings.sip_nonce_secret_file
+        else data_dir / "sip-nonce.key"
+    )
+    path = users_path(settings.data_dir, settings.sip_users_file)
+    users = load_users(path, settings.sip_realm)
+    if not users:
+        log.warning("no users in %s: every REGISTER will fail (regstate users add)", path)
+    auth = DigestAuthenticator(
+        settings.sip_realm,
+        users,
+        NonceIssuer(
+            load_secret(secret_path),
+            settings.sip_realm,
+            settings.sip_nonce_lifetime_s * 1000,
+            clock_ms,
+        ),
+        algorithms=algorithms(settings),
+    )
+    registrar = Registrar(
+        auth,
+        ExpiryPolicy(
+            settings.sip_default_expires, settings.sip_min_expires, settings.sip_max_expires
+        ),
+        frozenset(d.strip().lower() for d in settings.sip_domains.split(",") if d.strip()),
+    )
+    event_log = KafkaEventLog(settings)
+    node = FrontendNode(
+        node_id=node_name(settings),
+        registrar=registrar,
+        event_log=event_log,
+        limiter=SourceLimiter(
+            settings.sip_rate_per_s,
+            settings.sip_rate_burst,
+            settings.sip_ban_failures,
+            settings.sip_ban_s * 1000,
+        ),
+        source_key=(lambda ip, port: f"{ip}:{port}")
+        if settings.sip_rate_key == "ip_port"
+        else None,
+    )
+    return Prepared(node, event_log, auth, path)
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
+async def serve(settings: Settings, prepared: Prepared, port: int) -> int:
+    """Run a prepared node on ``port``; return 0 after SIGTERM/SIGINT."""
+    node, event_log, auth, path = (
+        prepared.node,
+        prepared.event_log,
+        prepared.auth,
+        prepared.users_file,
+    )
+    await event_log.start()
+    await node.start(settings.sip_bind, port)
+    print(f"listening udp+tcp {settings.sip_bind}:{node.udp_port} node {node.node_id}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    mtime = _mtime(path)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 2.0)
+        current = _mtime(path)
+        if current != mtime:
+            mtime = current
+            try:
+                auth.users = load_users(path, settings.sip_realm)
+                log.info("reloaded %d users from %s", len(auth.users), path)
+            except UserFileError as exc:
+                log.error("user file not reloaded: %s", exc)
+    await node.stop()
+    await event_log.stop()
+    log.info("stopped: %s", node.stats)
+    return 0

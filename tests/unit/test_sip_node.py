@@ -1,0 +1,439 @@
+"""A front-end node on 127.0.0.1 with an in-memory event log: registrar, auth, events.
+
+No Kafka here: the log is a fake whose acknowledgements the tests control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from schemas import RegistrationEvent
+from streams.sip.digest import DigestAuthenticator, NonceIssuer
+from streams.sip.node import FrontendNode, SeqCounter
+from streams.sip.registrar import ExpiryPolicy, Registrar
+from streams.sip.tables import SourceLimiter
+from streams.sip.users import hashes_for
+from tests.helpers import wait_until_async
+from tests.sip_client import EXPIRES_RE, Phone, UdpClient, options, parse_response
+
+REALM = "pbx.example"
+
+
+class FakeLog:
+    """An EventLog that acknowledges at once (``auto``) or when told."""
+
+    def __init__(self) -> None:
+        self.ready = True
+        self.auto = True
+        self.events: list[RegistrationEvent] = []
+        self.held: list[asyncio.Future[None]] = []
+
+    def append(self, event: RegistrationEvent) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.auto:
+            self.events.append(event)
+            future.set_result(None)
+        else:
+            self.held.append(future)
+        return future
+
+    def kinds(self) -> list[tuple[str, str | None]]:
+        return [(e.kind, e.reason) for e in self.events]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = 1_800_000_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def log() -> FakeLog:
+    return FakeLog()
+
+
+@pytest.fixture
+async def node(log: FakeLog, clock: Clock) -> AsyncIterator[FrontendNode]:
+    users = {u: hashes_for(u, REALM, f"pw{u}") for u in ("1001", "1002")}
+    auth = DigestAuthenticator(REALM, users, NonceIssuer(b"s" * 32, REALM, 300_000, clock))
+    n = FrontendNode(
+        node_id="fe1",
+        registrar=Registrar(auth, ExpiryPolicy(3600, 60, 7200)),
+        event_log=log,
+        limiter=SourceLimiter(rate_per_s=1, burst=8, ban_failures=5, ban_ms=60_000),
+        now_ms=clock,
+        seq=SeqCounter(100),
+        ack_timeout_s=0.3,
+        source_key=lambda ip, port: f"{ip}:{port}",
+    )
+    await n.start("127.0.0.1", 0)
+    yield n
+    await n.stop()
+
+
+@pytest.fixture
+async def client(node: FrontendNode) -> AsyncIterator[UdpClient]:
+    c = await UdpClient.open(node.udp_port)
+    yield c
+    c.close()
+
+
+def phone(client: UdpClient, user: str = "1001") -> Phone:
+    return Phone(user, f"pw{user}", local_port=client.port)
+
+
+async def authorized(client: UdpClient, p: Phone, password: str | None = None) -> str:
+    challenge = await client.request(p.register())
+    assert challenge.status == 401
+    assert len(challenge.all("www-authenticate")) == 2
+    return p.answer(challenge.all("www-authenticate")[-1], password)
+
+
+async def test_options(client: UdpClient, log: FakeLog) -> None:
+    r = await client.request(options(client.port))
+    assert r.status == 200 and "REGISTER" in (r.get("allow") or "")
+    assert log.events == []
+
+
+async def test_register_challenge_then_200_with_event(
+    client: UdpClient, log: FakeLog, node: FrontendNode
+) -> None:
+    p = phone(client)
+    auth = await authorized(client, p)
+    assert log.events == []  # a challenge logs nothing
+    contact = f"<sip:1001@127.0.0.1:{client.port};transport=udp>;expires=120"
+    r = await client.request(p.register(contacts=[contact], authorization=auth))
+    assert r.status == 200, r.raw
+    assert r.get("date")
+    (granted,) = r.all("contact")
+    assert granted.startswith(f"<sip:1001@127.0.0.1:{client.port};transport=udp>")
+    assert EXPIRES_RE.search(granted).group(1) == "120"  # type: ignore[union-attr]
+    via = r.get("via") or ""
+    assert f"rport={client.port}" in via and "received=127.0.0.1" not in via.split("rport")[0]
+    (event,) = log.events
+    assert event.kind == "register" and event.aor == "sip:1001@pbx.example"
+    assert event.id == "fe1:100" and event.seq == 100 and event.node == "fe1"
+    assert event.cseq == p.cseq and event.call_id == p.call_id
+    assert [(c.uri, c.expires) for c in event.contacts] == [
+        (f"sip:1001@127.0.0.1:{client.port};transport=udp", 120)
+    ]
+    assert event.source is not None and event.source.port == client.port
+    assert event.source.transport == "udp" and event.expires == 3600
+    assert (
+        event.raw is not None and "Authorization" not in event.raw and "response=" not in event.raw
+    )
+    assert len(node.bindings) == 1
+
+
+async def test_expiry_policy(client: UdpClient, log: FakeLog) -> None:
+    p = phone(client)
+    r = await client.request(p.register(expires=30, authorization=await authorized(client, p)))
+    assert r.status == 423 and r.get("min-expires") == "60"
+    assert log.kinds() == [("reject", "interval_too_brief")]
+    assert log.events[0].status == 423
+    r = await client.request(p.register(expires=99999, authorization=await authorized(client, p)))
+    assert r.status == 200 and log.events[-1].contacts[0].expires == 7200
+
+
+async def test_wrong_password_and_unknown_user(client: UdpClient, log: FakeLog) -> None:
+    p = phone(client)
+    r = await client.request(p.register(authorization=await authorized(client, p, "nope")))
+    assert r.status == 401 and len(r.all("www-authenticate")) == 2
+    ghost = Phone("9999", "x", local_port=client.port)
+    r2 = await client.request(ghost.register(authorization=await authorized(client, ghost)))
+    assert r2.status == 401
+    assert [(e.kind, e.reason, e.status) for e in log.events] == [
+        ("reject", "auth_failed", 401),
+        ("reject", "auth_failed", 401),
+    ]
+
+
+async def test_other_users_aor_is_forbidden(client: UdpClient, log: FakeLog) -> None:
+    p = phone(client)
+    auth = await authorized(client, p)
+    r = await client.request(p.register(authorization=auth, aor_user="1002"))
+    assert r.status == 403 and log.kinds() == [("reject", "forbidden")]
+
+
+async def test_wildcard(client: UdpClient, log: FakeLog, node: FrontendNode) -> None:
+    p = phone(client)
+    assert (
+        await client.request(p.register(authorization=await authorized(client, p)))
+    ).status == 200
+    r = await client.request(
+        p.register(contacts=["*"], expires=0, authorization=await authorized(client, p))
+    )
+    assert r.status == 200 and not r.all("contact")
+    assert log.events[-1].wildcard and log.events[-1].contacts == ()
+    assert len(node.bindings) == 0
+    r = await client.request(
+        p.register(contacts=["*"], expires=5, authorization=await authorized(client, p))
+    )
+    assert r.status == 400 and log.kinds()[-1] == ("reject", "bad_wildcard")
+
+
+async def test_retransmission_answered_from_cache_and_logged(
+    client: UdpClient, log: FakeLog
+) -> None:
+    p = phone(client)
+    request = p.register(authorization=await authorized(client, p))
+    first = await client.request(request)
+    again = await client.request(request)
+    assert first.status == 200 and again.raw == first.raw
+    assert [(e.kind, e.reason, e.status) for e in log.events] == [
+        ("register", None, None),
+        ("reject", "retransmission", 200),
+    ]
+    assert log.events[1].cseq == p.cseq and log.events[1].call_id == p.call_id
+    assert log.events[1].seq == log.events[0].seq + 1
+
+
+async def test_resent_unauthenticated_register_is_reported(client: UdpClient, log: FakeLog) -> None:
+    """A phone that never receives the 401 keeps resending its first REGISTER."""
+    p = phone(client)
+    request = p.register()
+    first = await client.request(request)
+    for _ in range(3):
+        assert (await client.request(request)).raw == first.raw
+    assert first.status == 401
+    assert [(e.kind, e.reason, e.status, e.cseq) for e in log.events] == [
+        ("reject", "retransmission", 401, p.cseq)
+    ] * 3
+
+
+async def test_no_200_without_kafka(client: UdpClient, log: FakeLog) -> None:
+    p = phone(client)
+    log.ready = False
+    r = await client.request(p.register(authorization=await authorized(client, p)))
+    assert r.status == 503 and r.get("retry-after")
+    log.ready, log.auto = True, False  # connected, but the ack never comes
+    r = await client.request(p.register(authorization=await authorized(client, p)))
+    assert r.status == 503
+    assert log.events == []
+
+
+async def test_expire_events_for_granted_bindings(
+    client: UdpClient, log: FakeLog, clock: Clock, node: FrontendNode
+) -> None:
+    p = phone(client)
+    contact = f"<sip:1001@127.0.0.1:{client.port}>;expires=60"
+    r = await client.request(
+        p.register(contacts=[contact], authorization=await authorized(client, p))
+    )
+    assert r.status == 200
+    clock.ms += 61_000
+    node._wakeup.set()
+    await wait_until_async(lambda: len(log.events) == 2, 5, 0.02, "expire event")
+    expire = log.events[1]
+    assert expire.kind == "expire" and expire.contact == f"sip:1001@127.0.0.1:{client.port}"
+    assert (expire.call_id, expire.cseq) == (p.call_id, p.cseq)
+    assert len(node.bindings) == 0
+
+
+async def test_malformed_gets_400_and_huge_is_dropped(client: UdpClient, log: FakeLog) -> None:
+    p = phone(client)
+    bad = p.register().replace(b"Expires: 3600", b"Expires: soon")
+    r = await client.request(bad)
+    assert r.status == 400 and "Expires" in r.reason
+    huge = p.register(extra=[f"X-Pad: {'a' * 1000}"] * 47)
+    assert len(huge) > 46 * 1024
+    client.send(huge)
+    after = await client.request(options(client.port))  # the next answer is the OPTIONS one
+    assert after.status == 200 and log.events == []
+
+
+async def test_flooding_source_is_limited_others_are_not(node: FrontendNode) -> None:
+    flooder, other = await UdpClient.open(node.udp_port), await UdpClient.open(node.udp_port)
+    try:
+        for _ in range(50):
+            flooder.send(options(flooder.port))
+        assert (await other.request(options(other.port))).status == 200
+        answered = 0
+        while True:
+            try:
+                await flooder.recv(timeout=0.3)
+            except TimeoutError:
+                break
+            answered += 1
+        assert answered <= 9  # burst 8, refill 1/s
+        assert node.limiter.dropped >= 40
+        p = phone(other)
+        assert (
+            await other.request(p.register(authorization=await authorized(other, p)))
+        ).status == 200
+    finally:
+        flooder.close()
+        other.close()
+
+
+async def test_ban_after_repeated_auth_failures(client: UdpClient, node: FrontendNode) -> None:
+    p = phone(client)
+    for _ in range(3):  # 3 x (challenge + failure) uses 6 of the 8 tokens
+        r = await client.request(p.register(authorization=await authorized(client, p, "bad")))
+        assert r.status == 401
+    node.limiter.ban_failures = 1
+    r = await client.request(p.register(authorization=await authorized(client, p, "bad")))
+    assert r.status == 401
+    assert node.limiter.banned(f"127.0.0.1:{client.port}", node.now_ms())
+    client.send(options(client.port))
+    with pytest.raises(TimeoutError):
+        await client.recv(timeout=0.3)
+
+
+async def test_tcp_register(node: FrontendNode, log: FakeLog) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.tcp_port)
+    port = writer.get_extra_info("sockname")[1]
+    p = Phone("1002", "pw1002", local_port=port, transport="TCP")
+
+    async def ask(data: bytes) -> bytes:
+        writer.write(b"\r\n\r\n" + data)  # a keep-alive first
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        return head
+
+    try:
+        challenge = parse_response(await ask(p.register()))
+        assert challenge.status == 401
+        auth = p.answer(challenge.all("www-authenticate")[0], algorithm="SHA-256")
+        ok = parse_response(await ask(p.register(authorization=auth)))
+        assert ok.status == 200
+        assert log.events[-1].source is not None and log.events[-1].source.transport == "tcp"
+    finally:
+        writer.close()
+
+
+async def test_kafka_unreachable_means_503_never_200(clock: Clock) -> None:
+    """Scenario: a node whose Kafka cannot be reached answers OPTIONS, challenges, and
+    answers a correctly authenticated REGISTER with 503 and Retry-After."""
+    from streams.settings import Settings
+    from streams.sip.eventlog import KafkaEventLog
+    from tests.integration.engine_harness import free_port
+
+    settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}", topic_prefix="nowhere.")
+    event_log = KafkaEventLog(settings)
+    users = {"1001": hashes_for("1001", REALM, "pw1001")}
+    auth = DigestAuthenticator(REALM, users, NonceIssuer(b"s" * 32, REALM, 300_000, clock))
+    n = FrontendNode(
+        node_id="fe1",
+        registrar=Registrar(auth, ExpiryPolicy()),
+        event_log=event_log,
+        limiter=SourceLimiter(100, 100, 10, 1000),
+        now_ms=clock,
+    )
+    await event_log.start()
+    await n.start("127.0.0.1", 0)
+    c = await UdpClient.open(n.udp_port)
+    try:
+        assert not await event_log.wait_ready(0.3)
+        assert (await c.request(options(c.port))).status == 200
+        p = phone(c)
+        r = await c.request(p.register(authorization=await authorized(c, p)))
+        assert r.status == 503 and r.get("retry-after") == "10"
+    finally:
+        c.close()
+        await n.stop()
+        await event_log.stop()
+
+
+async def test_simulated_fleet_registers_and_unregisters(node: FrontendNode, log: FakeLog) -> None:
+    import argparse
+
+    from streams.simulate_cli import sim_password, simulate, user_name
+
+    users = node.registrar.auth.users
+    assert isinstance(users, dict)
+    for i in range(6):
+        user = user_name("sim", i)
+        users[user] = hashes_for(user, REALM, sim_password(user))
+    args = argparse.Namespace(
+        phones=6,
+        server=f"127.0.0.1:{node.udp_port}",
+        prefix="sim",
+        rate=200.0,
+        expires=300,
+        duration=0.0,
+        wrong_password_share=0.0,
+        no_unregister=False,
+        bind="127.0.0.1",
+    )
+    report = await simulate(args, REALM)
+    assert report.statuses == {200: 12} and report.timeouts == 0
+    registered = [e for e in log.events if e.kind == "register"]
+    assert len(registered) == 12
+    assert sorted(e.contacts[0].expires for e in registered) == [0] * 6 + [300] * 6
+    assert len(node.bindings) == 0
+
+
+async def test_node_survives_mutated_torture_messages(log: FakeLog, clock: Clock) -> None:
+    """3000 mutated corpus messages through the whole request path: nothing raises,
+    nothing is a 500 (an internal error), every answer is a SIP response."""
+    import random
+
+    from schemas import Source
+    from tests.unit.sip_corpus import corpus
+
+    users = {"1001": hashes_for("1001", REALM, "pw1001")}
+    auth = DigestAuthenticator(REALM, users, NonceIssuer(b"s" * 32, REALM, 300_000, clock))
+    n = FrontendNode(
+        node_id="fe1",
+        registrar=Registrar(auth, ExpiryPolicy()),
+        event_log=log,
+        limiter=SourceLimiter(10**6, 10**6, 10**6, 1),
+        now_ms=clock,
+    )
+    seeds = [*corpus().values(), Phone("1001", "pw1001").register()]
+    rng = random.Random(4475)
+    tokens = [b"\r\n", b",", b";", b'"', b"<", b">", b"*", b"%", b"\x00", b"\xff", b"=", b":"]
+    sent: list[bytes] = []
+    for _ in range(3000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            pos = rng.randint(0, len(data))
+            op = rng.randrange(4)
+            if op == 0 and data:
+                data[min(pos, len(data) - 1)] = rng.randrange(256)
+            elif op == 1:
+                del data[pos : pos + rng.randint(1, 30)]
+            elif op == 2:
+                data[pos:pos] = rng.choice(tokens)
+            else:
+                data[pos:pos] = data[pos : pos + rng.randint(1, 100)]
+        await n.handle(bytes(data), Source("127.0.0.1", 5060, "udp"), sent.append, stream=False)
+    assert n.stats.received == 3000
+    assert 500 not in n.stats.answered, n.stats
+    assert sent and all(parse_response(r).status in (200, 400, 401, 405, 420, 423) for r in sent)
+
+
+async def test_path_is_logged_and_echoed_to_a_ua_that_supports_it(
+    client: UdpClient, log: FakeLog
+) -> None:
+    p = phone(client)
+    path = ["Path: <sip:edge1.example;lr>, <sip:edge2.example;lr>"]
+    auth = await authorized(client, p)
+    r = await client.request(p.register(authorization=auth, extra=[*path, "Supported: path"]))
+    assert r.status == 200 and r.get("path") == "<sip:edge1.example;lr>, <sip:edge2.example;lr>"
+    assert log.events[-1].path == ("<sip:edge1.example;lr>", "<sip:edge2.example;lr>")
+    r = await client.request(p.register(authorization=await authorized(client, p), extra=path))
+    assert r.status == 200 and r.get("path") is None
+
+
+async def test_foreign_domain_is_404_and_not_logged(
+    client: UdpClient, log: FakeLog, node: FrontendNode
+) -> None:
+    node.registrar.domains = frozenset({"pbx.example"})
+    p = Phone("1001", "pw1001", domain="elsewhere.example", local_port=client.port)
+    r = await client.request(p.register())
+    assert r.status == 404 and log.events == []
+    ok = phone(client)
+    assert (
+        await client.request(ok.register(authorization=await authorized(client, ok)))
+    ).status == 200

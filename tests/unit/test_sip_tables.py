@@ -1,0 +1,74 @@
+"""The front-end's in-memory tables: transaction cache, source limiter, local bindings."""
+
+from __future__ import annotations
+
+from schemas import ContactEntry
+from streams.sip.tables import Answered, LocalBindings, SourceLimiter, TransactionCache
+
+
+def test_transaction_cache_pending_answered_expired_and_bounded() -> None:
+    cache = TransactionCache(ttl_ms=32_000, max_entries=3)
+    key = ("c1", 1, "REGISTER", "z9hG4bK1")
+    assert cache.lookup(key, 0) == (False, None)
+    cache.begin(key, 0)
+    assert cache.lookup(key, 10) == (True, None)
+    answer = Answered(b"SIP/2.0 200 OK\r\n\r\n", 200, "sip:1@h")
+    cache.complete(key, 20, answer)
+    assert cache.lookup(key, 32_019) == (True, answer)
+    assert cache.lookup(key, 32_020) == (False, None)
+    for i in range(5):
+        cache.begin((f"c{i}", 1, "REGISTER", ""), 40_000)
+    assert len(cache) == 3
+
+
+def test_token_bucket_per_source() -> None:
+    limiter = SourceLimiter(rate_per_s=10, burst=5, ban_failures=3, ban_ms=60_000)
+    assert [limiter.allow("10.0.0.1", 0) for _ in range(7)] == [True] * 5 + [False] * 2
+    assert limiter.allow("10.0.0.2", 0)  # another source has its own bucket
+    assert not limiter.allow("10.0.0.1", 50)  # half a token back
+    assert limiter.allow("10.0.0.1", 100)
+    assert limiter.allow("10.0.0.1", 10_000) and limiter.dropped == 3
+
+
+def test_ban_after_failures_within_the_window() -> None:
+    limiter = SourceLimiter(rate_per_s=100, burst=100, ban_failures=3, ban_ms=60_000)
+    assert not limiter.auth_failed("10.0.0.1", 0)
+    assert not limiter.auth_failed("10.0.0.1", 70_000)  # the first one fell out of the window
+    assert not limiter.auth_failed("10.0.0.1", 80_000)
+    assert limiter.auth_failed("10.0.0.1", 90_000)
+    assert not limiter.allow("10.0.0.1", 100_000) and limiter.banned("10.0.0.1", 100_000)
+    assert limiter.allow("10.0.0.2", 100_000)
+    assert limiter.allow("10.0.0.1", 150_000) and limiter.bans == 1
+
+
+def test_source_table_is_bounded() -> None:
+    limiter = SourceLimiter(rate_per_s=1, burst=1, ban_failures=2, ban_ms=1000, max_sources=10)
+    for i in range(100):
+        limiter.allow(f"10.0.{i // 256}.{i % 256}", 0)
+        limiter.auth_failed(f"10.1.{i // 256}.{i % 256}", 0)
+    assert len(limiter._buckets) == 10 and len(limiter._failures) <= 11
+
+
+def test_local_bindings_refresh_remove_wildcard_and_expire() -> None:
+    table = LocalBindings()
+    a = ContactEntry("sip:1@10.0.0.1", 60)
+    b = ContactEntry("sip:1@10.0.0.2", 120, instance="<urn:uuid:1>", reg_id=1)
+    table.apply("sip:1@h", [a, b], wildcard=False, call_id="c", cseq=1, ts=0)
+    assert sorted(table.active("sip:1@h", 0)) == [("sip:1@10.0.0.1", 60), ("sip:1@10.0.0.2", 120)]
+    # Refreshed: the old heap entry at 60 s must not expire it.
+    table.apply("sip:1@h", [a], wildcard=False, call_id="c", cseq=2, ts=30_000)
+    assert table.pop_due(60_000) == []
+    (due,) = table.pop_due(90_000)
+    assert (due.uri, due.cseq, due.expires_at) == ("sip:1@10.0.0.1", 2, 90_000)
+    # The flow moved to a new address: same key, replaced.
+    moved = ContactEntry("sip:1@10.9.9.9", 120, instance="<URN:uuid:1>", reg_id=1)
+    table.apply("sip:1@h", [moved], wildcard=False, call_id="c", cseq=3, ts=100_000)
+    assert table.active("sip:1@h", 100_000) == [("sip:1@10.9.9.9", 120)]
+    table.apply("sip:1@h", [ContactEntry("sip:1@10.9.9.9", 0, instance="<urn:uuid:1>", reg_id=1)],
+                wildcard=False, call_id="c", cseq=4, ts=100_000)  # fmt: skip
+    assert len(table) == 0 and table.pop_due(10**9) == []
+    table.apply(
+        "sip:2@h", [a, ContactEntry("sip:2@x", 60)], wildcard=False, call_id="d", cseq=1, ts=0
+    )
+    table.apply("sip:2@h", [], wildcard=True, call_id="d", cseq=2, ts=0)
+    assert len(table) == 0
