@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -93,11 +93,13 @@ class EventPublisher:
 
     Use as ``async with EventPublisher(settings) as pub: await pub.send(e) ...;
     report = await pub.flush()``. ``send`` returns once the record is queued;
-    when ``max_in_flight`` records are unacknowledged it first waits for the
-    oldest. After the first failed record, ``send`` refuses further records
-    (returns False): continuing could put a later event of an AOR in the log
-    before an earlier one that failed, and the fold would then skip the earlier
-    one as a duplicate when it is published again (R5).
+    when ``max_in_flight`` records are unacknowledged it first waits until a
+    quarter of them are settled. Each record is counted (and ``on_ack(1)``
+    called) as soon as its acknowledgement arrives. After the first failed
+    record, ``send`` refuses further records (returns False): continuing could
+    put a later event of an AOR in the log before an earlier one that failed,
+    and the fold would then skip the earlier one as a duplicate when it is
+    published again (R5).
     """
 
     def __init__(
@@ -116,7 +118,10 @@ class EventPublisher:
         self._max_in_flight = max(1, max_in_flight)
         self._on_ack = on_ack
         self._check_partitions = check_partitions
-        self._pending: deque[asyncio.Future[Any]] = deque()
+        self._unsettled = 0
+        """Records handed to the producer whose future has not completed yet."""
+        self._room: asyncio.Future[None] | None = None
+        self._room_at = 0
         self._since_yield = 0
         self._started_at = 0.0
         self._linger_ms = linger_ms
@@ -199,8 +204,11 @@ class EventPublisher:
         aor = key.decode("utf-8")
         if aor != event.aor:
             event = event._replace(aor=aor)
-        while len(self._pending) >= self._max_in_flight:
-            await self._wait_oldest()
+        if self._unsettled >= self._max_in_flight:
+            # Wake up once a quarter of the window is settled, not at every
+            # acknowledgement: each wake-up is a loop turn, and loop turns make the
+            # sender ship smaller, more numerous produce requests.
+            await self._wait_until_at_most(self._max_in_flight * 3 // 4)
         if self.failed:
             self.report.not_sent += 1
             return False
@@ -209,8 +217,8 @@ class EventPublisher:
         except KafkaError as exc:
             self._fail(f"{event.id}: {type(exc).__name__}: {exc}")
             return False
+        self._unsettled += 1
         future.add_done_callback(self._settle)
-        self._pending.append(future)
         self._since_yield += 1
         if self._since_yield >= _YIELD_EVERY:
             self._since_yield = 0
@@ -225,20 +233,25 @@ class EventPublisher:
         """
         if self._producer is not None:
             await self._producer.flush()
-        while self._pending:
-            await self._wait_oldest()
+        await self._wait_until_at_most(0)
         self.report.elapsed_s = time.monotonic() - self._started_at
         return self.report
 
-    async def _wait_oldest(self) -> None:
-        """Wait for the oldest unacknowledged record; its callback has counted it on return."""
-        future = self._pending.popleft()
-        # asyncio.wait never raises the record's error (the callback records it), and
-        # callbacks run in registration order: _settle has run when this resumes.
-        await asyncio.wait((future,))
+    async def _wait_until_at_most(self, limit: int) -> None:
+        """Return once at most ``limit`` records are unsettled (``_settle`` wakes it)."""
+        while self._unsettled > limit:
+            self._room_at = limit
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
 
     def _settle(self, future: asyncio.Future[Any]) -> None:
         """Count one record as it is acknowledged or fails (a done callback: runs promptly)."""
+        self._unsettled -= 1
+        room = self._room
+        if room is not None and self._unsettled <= self._room_at:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
         if future.cancelled():
             self._fail("send cancelled")
             return

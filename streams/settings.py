@@ -72,6 +72,10 @@ class Settings:
     """Worker, RocksDB store: memtables per table partition (RAM bound: this times the size)."""
     state_cache_size: int = 50_000
     """Worker: decoded AorStates kept in memory (about 1.5 KiB each) so hot AORs skip a decode."""
+    producer_linger_ms: int = 5
+    """Worker: how long the producer waits to fill a batch. Under live traffic outputs of
+    several events then share one request (less CPU per event); it adds at most this
+    much latency."""
     commit_interval_ms: int = 1000
     """Worker: how often consumed offsets are committed (only those whose outputs are acked)."""
     profile: str = ""
@@ -174,6 +178,7 @@ class Settings:
             "standby_replicas",
             "web_port",
             "dialer_web_port",
+            "producer_linger_ms",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"REGSTATE_{name.upper()} must not be negative")

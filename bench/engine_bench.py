@@ -1,0 +1,436 @@
+"""Engine benchmark: sustained events/s of one worker, publish-to-bindings latency, restart time.
+
+    .venv/bin/regstate kafka up
+    .venv/bin/python bench/engine_bench.py --events 100000            # all three phases
+    .venv/bin/python bench/engine_bench.py --phases throughput --events 50000 --profile /tmp/w.prof
+    .venv/bin/python bench/engine_bench.py --phases restart --bindings 1000000 \\
+        --restart-prefix bench-1m. --data-dir /tmp/regstate-bench     # reuses a filled table
+
+Phases (each prints one ``RESULT`` line; targets in brackets):
+
+throughput [>= 50k events/s]
+    Publishes N synthetic events (bench/gen_events.py) to a fresh topic prefix,
+    starts one ``regstate worker`` (RocksDB store), and times the fold of all of
+    them: from the worker's first folded event until the consumer group has
+    committed the end of regstate.registrations (the engine commits an offset
+    only once the outputs of every record before it were acknowledged, so this
+    is the time to fold *and* publish everything).
+latency [p99 <= 100 ms]
+    With the same worker, publishes events at half the measured rate, each with
+    ``ts`` set to its send time, and reads regstate.bindings: latency is the
+    arrival time of each new AorState minus its ``updated_ts`` (the ts of the
+    event that produced it; states re-published for duplicate events are not
+    counted). Same clock on both ends (one machine).
+restart [ready <= 10 s]
+    Fills a table with B bindings (B register events, one AOR each, granted a
+    week), stops the worker (SIGTERM) and restarts it, three times: the time
+    from process start to ``/readyz`` answering 200 (RocksDB keeps the table on
+    disk; only the changelog tail is replayed).
+
+Workers run with a huge grace period so the sweeper does not add events, and
+with small RocksDB caches. Everything runs on this machine: the bench, the
+broker and the worker share its cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from aiokafka import (  # type: ignore[import-untyped]  # noqa: E402
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    TopicPartition,
+)
+from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]  # noqa: E402
+
+from schemas import ContactEntry, RegistrationEvent, Source, encode_event  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+
+NO_SWEEP_MS = 10**13
+WEEK_S = 7 * 24 * 3600
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class WorkerProc:
+    """A ``regstate worker`` subprocess with its own environment."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.env['REGSTATE_WEB_PORT']}"
+
+    def start(self) -> None:
+        out = self.log.open("ab")
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker"],
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        out.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise SystemExit(f"bench: worker exited ({self.proc.returncode}); see {self.log}")
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as resp:  # noqa: S310
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, b""
+        except OSError:
+            return 0, b""
+
+    def ready(self) -> bool:
+        return self.get("/readyz")[0] == 200
+
+    def folded(self) -> float:
+        status, body = self.get("/metrics")
+        if status != 200:
+            return 0.0
+        total = 0.0
+        for line in body.decode().splitlines():
+            if line.startswith("regstate_events_folded_total{"):
+                total += float(line.rpartition(" ")[2])
+        return total
+
+
+def worker_env(args: argparse.Namespace, prefix: str, data_dir: Path, wid: str) -> dict[str, str]:
+    env = {
+        "REGSTATE_BOOTSTRAP_SERVERS": args.bootstrap,
+        "REGSTATE_TOPIC_PREFIX": prefix,
+        "REGSTATE_PARTITIONS": str(args.partitions),
+        "REGSTATE_DATA_DIR": str(data_dir),
+        "REGSTATE_WORKER_ID": wid,
+        "REGSTATE_WEB_PORT": str(free_port()),
+        "REGSTATE_STORE": "rocksdb",
+        "REGSTATE_GRACE_MS": str(NO_SWEEP_MS),
+        "REGSTATE_STANDBY_REPLICAS": "0",
+        "REGSTATE_LOG_LEVEL": "warning",
+    }
+    if args.profile:
+        env["REGSTATE_PROFILE"] = args.profile
+    return env
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
+    ends = await end_offsets(bootstrap, topic)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    got = {tp.partition: m.offset for tp, m in offsets.items() if tp.topic == topic}
+    return all(end == 0 or got.get(p, -1) >= end for p, end in ends.items())
+
+
+def publish(
+    settings: Settings, events: Iterator[RegistrationEvent] | list[RegistrationEvent]
+) -> float:
+    from streams.publisher import publish_events
+
+    started = time.monotonic()
+    report = asyncio.run(publish_events(settings, events))
+    if not report.ok:
+        raise SystemExit(f"bench: publish failed: {report.errors}")
+    return report.published / (time.monotonic() - started)
+
+
+def ensure(settings: Settings) -> None:
+    from streams.topics import ensure_topics
+
+    asyncio.run(ensure_topics(settings))
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def phase_throughput(
+    args: argparse.Namespace, work: Path
+) -> tuple[WorkerProc, float, list[RegistrationEvent]]:
+    """Fold N pre-published events; return the running worker, its rate and unpublished events."""
+    from gen_events import generate_events
+
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    env = worker_env(args, prefix, work / "tp", "bt")
+    settings = Settings.from_env(env)
+    ensure(settings)
+    total = args.events + args.latency_events
+    span = 300_000 * total // args.aors
+    events = list(
+        generate_events(total, args.aors, 4, args.seed, start_ts=now_ms() - span, raw=True)
+    )
+    rate = publish(settings, events[: args.events])
+    print(f"published {args.events} events at {rate:.0f}/s", flush=True)
+
+    worker = WorkerProc(env, work / "throughput-worker.log")
+    worker.start()
+    wait_for(worker.ready, 120, "worker ready")
+    first = wait_for(lambda: worker.folded() > 0 and time.monotonic(), 120, "first fold", 0.02)
+    wait_for(lambda: worker.folded() >= args.events, 3600, "all events folded", 0.05)
+    folded_at = time.monotonic()
+    group, topic = f"{prefix}engine", settings.topic("registrations")
+    wait_for(
+        lambda: asyncio.run(committed_to_end(args.bootstrap, group, topic)), 600, "commit", 0.2
+    )
+    done = time.monotonic()
+    eps = args.events / (done - first)
+    print(
+        f"RESULT throughput: {args.events} events folded in {folded_at - first:.2f} s, "
+        f"outputs acknowledged and committed after {done - first:.2f} s: {eps:.0f} events/s "
+        f"[target >= 50000]",
+        flush=True,
+    )
+    return worker, eps, events[args.events :]
+
+
+async def _latency(
+    args: argparse.Namespace, settings: Settings, tail: list[RegistrationEvent], rate: float
+) -> list[float]:
+    topic = settings.topic("bindings")
+    consumer = AIOKafkaConsumer(bootstrap_servers=args.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    await consumer._client.force_metadata_update()  # the topic is not subscribed: ask for it
+    parts = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    for tp in tps:
+        await consumer.position(tp)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=args.bootstrap, acks="all", enable_idempotence=True, linger_ms=1
+    )
+    await producer.start()
+    samples: list[float] = []
+    stop = asyncio.Event()
+
+    phase_start_ms = now_ms()
+    versions: dict[bytes, int] = {}
+
+    async def read() -> None:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100)
+            arrived = time.time_ns() / 1e6
+            for records in batches.values():
+                for r in records:
+                    if r.value is None:
+                        continue
+                    state = orjson.loads(r.value)
+                    # A duplicate event re-publishes an unchanged state (its updated_ts
+                    # is that of an older event): not a new state, no latency sample.
+                    if state["version"] <= versions.get(r.key, -1):
+                        continue
+                    versions[r.key] = state["version"]
+                    if state["updated_ts"] >= phase_start_ms:
+                        samples.append(arrived - state["updated_ts"])
+
+    reader = asyncio.create_task(read())
+    start = time.monotonic()
+    reg_topic = settings.topic("registrations")
+    for i, ev in enumerate(tail):
+        due = start + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        ev = ev._replace(ts=now_ms())
+        await producer.send(reg_topic, encode_event(ev), key=ev.aor.encode())
+    await producer.flush()
+    sent_for = time.monotonic() - start
+    await asyncio.sleep(max(2.0, 0.1 * sent_for))
+    stop.set()
+    await reader
+    await producer.stop()
+    await consumer.stop()
+    return samples
+
+
+def phase_latency(
+    args: argparse.Namespace, worker: WorkerProc, eps: float, tail: list[RegistrationEvent]
+) -> None:
+    """Publish the tail at half ``eps``; measure event ts to regstate.bindings arrival."""
+    rate = args.latency_rate or eps / 2
+    n = min(len(tail), int(rate * args.latency_seconds))
+    settings = Settings.from_env(worker.env)
+    samples = asyncio.run(_latency(args, settings, tail[:n], rate))
+    if not samples:
+        raise SystemExit("bench: no bindings record arrived")
+    samples.sort()
+    p50 = statistics.median(samples)
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    print(
+        f"RESULT latency at {rate:.0f} events/s for {n / rate:.0f} s: {len(samples)} bindings "
+        f"records, p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {samples[-1]:.1f} ms, "
+        f"{sum(x > 100 for x in samples)} over 100 ms "
+        f"[target p99 <= 100 ms]",
+        flush=True,
+    )
+
+
+def _bindings_events(n: int, seed_ts: int) -> Iterator[RegistrationEvent]:
+    source = Source("192.0.2.1", 5060, "udp")
+    for i in range(n):
+        aor = f"sip:{10_000_000 + i}@pbx.example.com"
+        yield RegistrationEvent(
+            kind="register",
+            id=f"benchfe:{seed_ts * 1000 + i}",
+            node="benchfe",
+            seq=seed_ts * 1000 + i,
+            ts=seed_ts + i // 1000,
+            aor=aor,
+            call_id=f"c{i}@bench",
+            cseq=1,
+            contacts=(ContactEntry(f"sip:{10_000_000 + i}@198.51.100.{i % 250}:5060", WEEK_S),),
+            expires=WEEK_S,
+            source=source,
+            user_agent="bench",
+        )
+
+
+def phase_restart(args: argparse.Namespace, work: Path) -> None:
+    prefix = args.restart_prefix or f"bench-1m-{uuid.uuid4().hex[:8]}."
+    data = work / "restart"
+    env = worker_env(args, prefix, data, "br")
+    env.pop("REGSTATE_PROFILE", None)
+    settings = Settings.from_env(env)
+    ensure(settings)
+    topic = settings.topic("registrations")
+    have = sum(asyncio.run(end_offsets(args.bootstrap, topic)).values())
+    if have < args.bindings:
+        rate = publish(settings, _bindings_events(args.bindings - have, now_ms() + have))
+        print(f"published {args.bindings - have} register events at {rate:.0f}/s", flush=True)
+    worker = WorkerProc(env, work / "restart-worker.log")
+    worker.start()
+    wait_for(worker.ready, 600, "worker ready")
+    started = time.monotonic()
+    group = f"{prefix}engine"
+    # Poll the cheap metrics endpoint while folding, the group's offsets only at the end.
+    wait_for(lambda: worker.folded() >= args.bindings - have, 7200, "fill", 2.0)
+    wait_for(
+        lambda: asyncio.run(committed_to_end(args.bootstrap, group, topic)), 600, "commit", 1.0
+    )
+    print(
+        f"table filled: {args.bindings} bindings, folded in {time.monotonic() - started:.0f} s",
+        flush=True,
+    )
+    times = []
+    for _ in range(3):
+        worker.stop()
+        worker.start()
+        wait_for(worker.ready, 600, "ready after restart", 0.05)
+        times.append(time.monotonic() - worker.started_at)
+    worker.stop()
+    print(
+        f"RESULT restart to ready with {args.bindings} bindings (RocksDB): "
+        + ", ".join(f"{t:.2f} s" for t in times)
+        + " [target <= 10 s]",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--phases", default="throughput,latency,restart")
+    parser.add_argument("--events", type=int, default=100_000, help="throughput: events")
+    parser.add_argument("--aors", type=int, default=10_000, help="throughput: distinct AORs")
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--latency-rate", type=float, default=0.0, help="events/s (default: half the throughput)"
+    )
+    parser.add_argument("--latency-events", type=int, default=60_000, help="generated for it")
+    parser.add_argument("--bindings", type=int, default=1_000_000, help="restart: table size")
+    parser.add_argument("--restart-prefix", default="", help="restart: reuse this topic prefix")
+    parser.add_argument("--data-dir", default="", help="worker state (default: a temp dir)")
+    parser.add_argument("--profile", default="", help="cProfile the throughput worker here")
+    args = parser.parse_args(argv)
+    phases = set(args.phases.split(","))
+    work = Path(args.data_dir or f"/tmp/regstate-bench-{uuid.uuid4().hex[:8]}")  # noqa: S108
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"bench: work dir {work} (worker logs there)", flush=True)
+    if phases & {"throughput", "latency"}:
+        worker, eps, tail = phase_throughput(args, work)
+        try:
+            if "latency" in phases:
+                phase_latency(args, worker, eps, tail)
+        finally:
+            worker.stop()
+        if args.profile:
+            print(f"profile of the throughput worker: {args.profile}", flush=True)
+    if "restart" in phases:
+        phase_restart(args, work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The query API: any worker answers for any AOR (issue 3, stage b)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+import orjson
+import pytest
+
+from processors.policy import FoldPolicy
+from processors.replay import replay
+from schemas import state_to_dict
+from tests.helpers import unique_name, wait_until
+from tests.integration.engine_harness import (
+    Worker,
+    engine_env,
+    ensure,
+    free_port,
+    generate,
+    metric_sum,
+    now_ms,
+    publish,
+    settings_of,
+    wait_committed_to_end,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+NO_SWEEP = 10**13
+BOUNDARY_MS = 120_000
+"""AORs with a binding expiring this close to the test's clock are not compared:
+the worker's clock reads a moment later than the test's."""
+
+
+def test_two_workers_split_partitions_and_each_answers_for_every_aor(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Scenario: two workers share 4 partitions; every AOR is asked of both.
+
+    Each worker owns some partitions (their union is all 4, no overlap), and each
+    answers GET /v1/aors/{aor} for every AOR, routing to the owner when needed:
+    the active contacts of the replayed state, or 404 when none is active.
+    /healthz and /readyz answer 200; /metrics shows the folded events.
+    """
+    prefix = unique_name("api") + "."
+    common = {"grace_ms": NO_SWEEP, "standby_replicas": 0}
+    env_a = engine_env(
+        kafka_bootstrap, prefix, tmp_path / "a", worker_id="ka", web_port=free_port(), **common
+    )
+    env_b = engine_env(
+        kafka_bootstrap, prefix, tmp_path / "b", worker_id="kb", web_port=free_port(), **common
+    )
+    settings = settings_of(env_a)
+    policy = FoldPolicy(settings.max_contacts, settings.max_contacts_policy)  # type: ignore[arg-type]
+    ensure(settings)
+    events = generate(4_000, 400, seed=5, start_ts=now_ms() - 30 * 60_000)
+    publish(settings, events)
+
+    a = Worker(env_a, tmp_path / "a.log").start()
+    b = Worker(env_b, tmp_path / "b.log").start()
+    try:
+
+        def split() -> tuple[list[int], list[int]] | None:
+            owned = []
+            for w in (a, b):
+                status, body = w.get("/readyz")
+                if status != 200:
+                    return None
+                owned.append(orjson.loads(body)["partitions"])
+            if sorted(owned[0] + owned[1]) == [0, 1, 2, 3] and owned[0] and owned[1]:
+                return owned[0], owned[1]
+            return None
+
+        wait_until(split, 120, 0.3, "both workers ready, partitions split between them")
+        wait_committed_to_end(kafka_bootstrap, f"{prefix}engine", settings.topic("registrations"))
+
+        now = now_ms()
+        states = replay(events, policy).states
+        compared = found = 0
+        for aor, state in sorted(states.items()):
+            if any(abs(c.expires_at - now) < BOUNDARY_MS for c in state.contacts):
+                continue
+            active = state.only_active(now)
+            for w in (a, b):
+                status, body = w.get(f"/v1/aors/{quote(aor, safe=':@')}")
+                if active.contacts:
+                    assert status == 200, (w.url, aor, status, body)
+                    assert orjson.loads(body) == state_to_dict(active), aor
+                else:
+                    assert status == 404, (w.url, aor, status, body)
+            compared += 1
+            found += bool(active.contacts)
+        assert compared > 300 and found > 50, (compared, found)
+
+        for w in (a, b):
+            assert w.get("/healthz")[0] == 200
+            assert w.get("/v1/aors/not-a-uri")[0] == 400
+        total = sum(metric_sum(w.metrics(), "regstate_events_folded_total") for w in (a, b))
+        assert total == 4_000
+    finally:
+        a.stop()
+        b.stop()

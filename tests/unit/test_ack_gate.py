@@ -1,0 +1,114 @@
+"""AckGate (streams/engine.py): a source offset is released for commit only after its outputs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from streams.engine import AckGate
+
+
+class FakeMessage:
+    """The part of faust's Message the gate uses: a refcount, ack() and the partition."""
+
+    def __init__(self, partition: int, offset: int, acked: list[tuple[int, int]]) -> None:
+        self.partition = partition
+        self.offset = offset
+        self.refcount = 1  # the stream's reference
+        self._acked = acked
+
+    def incref(self) -> None:
+        self.refcount += 1
+
+    def ack(self, consumer: Any) -> bool:
+        self.refcount -= 1
+        if self.refcount == 0:
+            self._acked.append((self.partition, self.offset))
+            return True
+        return False
+
+
+def _stream_ack(m: FakeMessage) -> None:
+    """What Faust's stream does after the agent's iteration."""
+    m.ack(None)
+
+
+async def test_offsets_are_released_only_after_all_outputs_and_in_order() -> None:
+    loop = asyncio.get_running_loop()
+    acked: list[tuple[int, int]] = []
+    failures: list[BaseException] = []
+    gate = AckGate(lambda: None, failures.append)
+    m0, m1, m2 = (FakeMessage(0, i, acked) for i in range(3))
+    f0 = [loop.create_future(), loop.create_future()]
+    f1 = [loop.create_future()]
+    gate.hold(m0, f0)  # type: ignore[arg-type]
+    gate.hold(m1, f1)  # type: ignore[arg-type]
+    gate.hold(m2, [])  # type: ignore[arg-type]  # no outputs, but after m1
+    for m in (m0, m1, m2):
+        _stream_ack(m)
+    f1[0].set_result(None)  # m1's output first: m0 still holds
+    await asyncio.sleep(0)
+    assert acked == []
+    f0[0].set_result(None)
+    await asyncio.sleep(0)
+    assert acked == []
+    f0[1].set_result(None)
+    await asyncio.sleep(0)
+    assert acked == [(0, 0), (0, 1), (0, 2)]
+    assert gate.pending() == 0 and not failures
+
+
+async def test_partitions_are_independent() -> None:
+    loop = asyncio.get_running_loop()
+    acked: list[tuple[int, int]] = []
+    gate = AckGate(lambda: None, lambda exc: None)
+    slow, fast = FakeMessage(0, 0, acked), FakeMessage(1, 0, acked)
+    fs, ff = loop.create_future(), loop.create_future()
+    gate.hold(slow, [fs])  # type: ignore[arg-type]
+    gate.hold(fast, [ff])  # type: ignore[arg-type]
+    _stream_ack(slow)
+    _stream_ack(fast)
+    ff.set_result(None)
+    await asyncio.sleep(0)
+    assert acked == [(1, 0)]
+
+
+async def test_nothing_in_flight_leaves_the_ack_to_the_stream() -> None:
+    acked: list[tuple[int, int]] = []
+    gate = AckGate(lambda: None, lambda exc: None)
+    m = FakeMessage(0, 0, acked)
+    gate.hold(m, [])  # type: ignore[arg-type]
+    assert m.refcount == 1 and gate.pending() == 0
+    _stream_ack(m)
+    assert acked == [(0, 0)]
+
+
+async def test_a_failed_output_releases_nothing_after_it() -> None:
+    loop = asyncio.get_running_loop()
+    acked: list[tuple[int, int]] = []
+    failures: list[BaseException] = []
+    gate = AckGate(lambda: None, failures.append)
+    m0, m1 = FakeMessage(0, 0, acked), FakeMessage(0, 1, acked)
+    f0, f1 = loop.create_future(), loop.create_future()
+    gate.hold(m0, [f0])  # type: ignore[arg-type]
+    gate.hold(m1, [f1])  # type: ignore[arg-type]
+    _stream_ack(m0)
+    _stream_ack(m1)
+    f0.set_exception(RuntimeError("broker refused"))
+    f1.set_result(None)
+    await asyncio.sleep(0)
+    assert acked == [] and len(failures) == 1
+
+
+async def test_revoked_partitions_are_forgotten() -> None:
+    loop = asyncio.get_running_loop()
+    acked: list[tuple[int, int]] = []
+    gate = AckGate(lambda: None, lambda exc: None)
+    m = FakeMessage(3, 0, acked)
+    gate.hold(m, [loop.create_future()])  # type: ignore[arg-type]
+    gate.forget({3})
+    assert gate.pending() == 0
+    later = FakeMessage(3, 1, acked)
+    gate.hold(later, [])  # type: ignore[arg-type]
+    _stream_ack(later)
+    assert acked == [(3, 1)], "a new assignment is not blocked by the old queue"

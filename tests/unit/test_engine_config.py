@@ -1,0 +1,75 @@
+"""The engine's Faust configuration: what DESIGN sections 7 and 9 ask for (no broker needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.engine import Engine, rocksdb_options
+from streams.settings import Settings
+
+
+def _engine(tmp_path: Path, **env: str) -> Engine:
+    values = {
+        "REGSTATE_DATA_DIR": str(tmp_path),
+        "REGSTATE_PARTITIONS": "6",
+        "REGSTATE_TOPIC_PREFIX": "cfg.",
+        **{f"REGSTATE_{k.upper()}": v for k, v in env.items()},
+    }
+    return Engine(Settings.from_env(values))
+
+
+def test_at_least_once_replication_and_no_table_dumps(tmp_path: Path) -> None:
+    conf = _engine(tmp_path, replication_factor="3").app.conf
+    assert str(conf.processing_guarantee) in ("at_least_once", "ProcessingGuarantee.AT_LEAST_ONCE")
+    assert conf.topic_replication_factor == 3
+    assert conf.producer_acks == -1
+    assert not conf.web_tables_enabled
+    assert not conf.web_router_enabled
+    assert not conf.stream_publish_on_commit
+    assert conf.consumer_auto_offset_reset == "earliest"
+
+
+def test_table_is_bytes_keyed_with_the_source_partition_count(tmp_path: Path) -> None:
+    engine = _engine(tmp_path, replication_factor="3")
+    table = engine.table
+    assert table.partitions == 6
+    assert table.key_serializer == "raw" and table.value_serializer == "raw"
+    assert table.changelog_topic.partitions == 6
+    assert table.extra_topic_configs == {"min.insync.replicas": "2"}
+    assert engine.source.get_topic_name() == "cfg.registrations"
+    assert engine.source.partitions == 6
+
+
+def test_rocksdb_caches_are_sized_from_settings(tmp_path: Path) -> None:
+    engine = _engine(tmp_path, rocksdb_block_cache_bytes=str(32 << 20))
+    assert engine.table.options == rocksdb_options(engine.settings)
+    assert engine.table.options["block_cache_size"] == 32 << 20
+    memory = _engine(tmp_path / "m", store="memory")
+    assert memory.table.options is None
+    assert str(memory.app.conf.store).startswith("memory:")
+
+
+async def test_producer_is_idempotent_with_acks_all(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    producer: Any = engine.app.producer  # the aiokafka driver, not the ProducerT ABC
+    client = producer._new_producer()
+    try:
+        # aiokafka keeps a transaction manager only for idempotent producers.
+        assert client._txn_manager is not None, "idempotence on"
+        assert client._sender._acks == -1, "acks=all"
+    finally:
+        await client.stop()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("store", "lmdb"), ("sweep_interval_ms", "0"), ("log_level", "loud"), ("grace_ms", "-1")],
+)
+def test_bad_settings_are_refused(name: str, value: str) -> None:
+    from streams.settings import SettingsError
+
+    with pytest.raises(SettingsError):
+        Settings.from_env({f"REGSTATE_{name.upper()}": value})
