@@ -56,6 +56,7 @@ from faust.web import Request, Response, View
 from processors.fold import fold_event
 from processors.outcomes import Outcome
 from processors.policy import FoldPolicy
+from processors.problems import problems_response
 from processors.sipuri import AorError, canonical_aor
 from schemas import AorState, decode_state, encode_binding_event, encode_event, encode_state
 from streams.deadletter import DeadLetter, DeadLetterPolicy
@@ -620,6 +621,10 @@ class Engine:
             }
             return view.json(body, status=200 if ready else 503)
 
+        @self.app.page("/v1/problems")
+        async def problems(view: View, request: Request) -> Response:
+            return await engine._problems_view(view, request)
+
         @self.app.page("/metrics")
         async def metrics(view: View, request: Request) -> Response:
             text = render(
@@ -661,6 +666,25 @@ class Engine:
         return view.bytes(
             encode_state(active, internal=False), content_type="application/json", status=200
         )
+
+    async def _problems_view(self, view: View, request: Request) -> Response:
+        """``GET /v1/problems?state=...&limit=N``: AORs of this worker's partitions by health.
+
+        Each worker answers for the partitions it owns (``partitions`` in the
+        body); a whole-cluster view asks every worker, or runs ``regstate problems``.
+        """
+        if not self.ready():
+            return view.json({"error": "not_ready"}, status=503)
+        owned = sorted(self._owned)
+        states = (decode_state(raw) for p in owned for _, raw in self._table_items(p))
+        status, body = problems_response(
+            states,
+            state_params=[v for k, v in request.query.items() if k == "state"],
+            limit_param=request.query.get("limit"),
+            now_ms=self.now_ms(),
+        )
+        body.update(worker=self.settings.worker_id, partitions=owned)
+        return view.json(body, status=status)
 
     async def _forward(self, view: View, owner: str, aor: str) -> Response:
         from urllib.parse import quote

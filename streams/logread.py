@@ -29,6 +29,7 @@ Time stamps here are Kafka record timestamps; callers filter events by their
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
@@ -37,6 +38,10 @@ from typing import Any, Final, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
+from aiokafka.errors import (  # type: ignore[import-untyped]
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+)
 
 from processors.sipuri import canonical_aor
 from schemas import AorState, RegistrationEvent, decode_event, decode_state
@@ -509,7 +514,17 @@ async def group_lag(
     )
     await admin.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(group)
+        # A young cluster has no __consumer_offsets yet: its first coordinator
+        # lookups fail until the broker has created it. That is a wait, not an error.
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                offsets = await admin.list_consumer_group_offsets(group)
+                break
+            except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
     finally:
         await admin.close()
     committed = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from processors.policy import FoldPolicy
+from processors.problems import PROBLEM_STATES
 from processors.replay import replay
 from schemas import state_to_dict
 from tests.helpers import unique_name, wait_until
@@ -92,6 +93,18 @@ def test_two_workers_split_partitions_and_each_answers_for_every_aor(
             compared += 1
             found += bool(active.contacts)
         assert compared > 300 and found > 50, (compared, found)
+
+        # GET /v1/problems: each worker lists the problem AORs of its partitions;
+        # together they are exactly the replay's.
+        want_problems = {aor for aor, st in states.items() if st.health.state in PROBLEM_STATES}
+        got_problems: list[str] = []
+        for w in (a, b):
+            status, body = w.get("/v1/problems")
+            assert status == 200, (w.url, status, body)
+            got_problems += [p["aor"] for p in orjson.loads(body)["problems"]]
+        assert want_problems, "the generated log has no wrong-password phone"
+        assert sorted(got_problems) == sorted(want_problems)
+        assert a.get("/v1/problems?state=bogus")[0] == 400
 
         for w in (a, b):
             assert w.get("/healthz")[0] == 200
