@@ -22,13 +22,13 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
-from processors.dialer import extension_of, is_aor
+from processors.dialer import is_aor
 from streams.dialer_store import (
     AorInfo,
     BindingRow,
     Clock,
-    ContactTuple,
     StoreRecord,
+    plan_batch,
     wall_clock_ms,
 )
 
@@ -175,36 +175,13 @@ class MysqlBindingStore:
         self, records: Sequence[StoreRecord], next_offsets: Mapping[tuple[str, int], int]
     ) -> None:
         """Same contract as :meth:`SqliteBindingStore.apply_batch`, in one InnoDB transaction."""
-        final: dict[str, StoreRecord] = {}
-        last_state: dict[str, StoreRecord] = {}
-        for r in records:
-            final[r.aor] = r
-            if r.contacts is not None:
-                last_state[r.aor] = r
-        inserts: list[ContactTuple] = []
-        aor_rows: list[tuple[Any, ...]] = []
-        tombstones: list[tuple[Any, ...]] = []
-        for aor, r in final.items():
-            removed_at: int | None = None
-            if r.contacts is not None:
-                inserts.extend(r.contacts)
-                known = r
-            elif aor in last_state:
-                known, removed_at = last_state[aor], r.ts
-            else:
-                tombstones.append((aor, extension_of(aor), r.ts))
-                continue
-            aor_rows.append(
-                (
-                    aor,
-                    extension_of(aor),
-                    known.version,
-                    known.updated_at,
-                    known.health_json,
-                    known.last_expires_at,
-                    removed_at,
-                )
-            )
+        plan = plan_batch(records)
+        final, inserts, aor_rows, tombstones = (
+            plan.final,
+            plan.inserts,
+            plan.aor_rows,
+            plan.tombstones,
+        )
         aors = list(final)
         try:
             self.conn.begin()

@@ -283,6 +283,55 @@ _AOR_INFO_BY_AOR = _AOR_INFO + "WHERE aor = ?"
 _AOR_INFO_BY_EXT = _AOR_INFO + "WHERE extension = ? ORDER BY aor"
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """What one batch does to a store, whatever the backend."""
+
+    final: dict[str, StoreRecord]
+    """The last record of each AOR (log order kept): it decides the AOR's rows."""
+    inserts: list[ContactTuple]
+    aor_rows: list[tuple[Any, ...]]
+    """(aor, extension, version, updated_at, health_json, last_expires_at, removed_at)."""
+    tombstones: list[tuple[Any, ...]]
+    """(aor, extension, ts) of AORs removed with no state seen before."""
+
+
+def plan_batch(records: Sequence[StoreRecord]) -> BatchPlan:
+    """Collapse a batch per AOR: the last record decides the rows, the last
+    non-tombstone the remembered health (so a tombstone keeps what came before it)."""
+    final: dict[str, StoreRecord] = {}
+    last_state: dict[str, StoreRecord] = {}
+    for r in records:
+        final[r.aor] = r
+        if r.contacts is not None:
+            last_state[r.aor] = r
+    inserts: list[ContactTuple] = []
+    aor_rows: list[tuple[Any, ...]] = []
+    tombstones: list[tuple[Any, ...]] = []
+    for aor, r in final.items():
+        removed_at: int | None = None
+        if r.contacts is not None:
+            inserts.extend(r.contacts)
+            known = r
+        elif aor in last_state:
+            known, removed_at = last_state[aor], r.ts
+        else:
+            tombstones.append((aor, extension_of(aor), r.ts))
+            continue
+        aor_rows.append(
+            (
+                aor,
+                extension_of(aor),
+                known.version,
+                known.updated_at,
+                known.health_json,
+                known.last_expires_at,
+                removed_at,
+            )
+        )
+    return BatchPlan(final, inserts, aor_rows, tombstones)
+
+
 class SqliteBindingStore:
     """BindingStore on an embedded SQLite file (WAL; one writer, any number of readers).
 
@@ -341,39 +390,14 @@ class SqliteBindingStore:
         Several records of one AOR in a batch end as the last one would alone,
         except that a tombstone keeps the health of a state earlier in the batch.
         """
-        # Collapse per AOR (log order kept): the last record decides the rows;
-        # the last non-tombstone decides the remembered health.
-        final: dict[str, StoreRecord] = {}
-        last_state: dict[str, StoreRecord] = {}
-        for r in records:
-            final[r.aor] = r
-            if r.contacts is not None:
-                last_state[r.aor] = r
+        plan = plan_batch(records)
+        final, inserts, aor_rows, tombstones = (
+            plan.final,
+            plan.inserts,
+            plan.aor_rows,
+            plan.tombstones,
+        )
         deletes = [(aor,) for aor in final]
-        inserts: list[ContactTuple] = []
-        aor_rows: list[tuple[Any, ...]] = []
-        tombstones: list[tuple[Any, ...]] = []
-        for aor, r in final.items():
-            removed_at: int | None = None
-            if r.contacts is not None:
-                inserts.extend(r.contacts)
-                known = r
-            elif aor in last_state:
-                known, removed_at = last_state[aor], r.ts
-            else:
-                tombstones.append((aor, extension_of(aor), r.ts))
-                continue
-            aor_rows.append(
-                (
-                    aor,
-                    extension_of(aor),
-                    known.version,
-                    known.updated_at,
-                    known.health_json,
-                    known.last_expires_at,
-                    removed_at,
-                )
-            )
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
