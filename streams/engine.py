@@ -55,7 +55,6 @@ from faust.web import Request, Response, View
 
 from processors.fold import fold_event
 from processors.outcomes import Outcome
-from processors.policy import FoldPolicy
 from processors.problems import problems_response
 from processors.sipuri import AorError, canonical_aor
 from schemas import AorState, decode_state, encode_binding_event, encode_event, encode_state
@@ -277,10 +276,7 @@ class Engine:
         source record's partition without hashing the key again (same result)."""
         self.settings = settings
         self.now_ms = now_ms
-        self.policy = FoldPolicy(
-            max_contacts=settings.max_contacts,
-            max_contacts_policy=settings.max_contacts_policy,  # type: ignore[arg-type]  # validated
-        )
+        self.policy = settings.fold_policy()
         self.metrics = EngineMetrics()
         self.node = sweeper_node(settings.worker_id)
         self.planner = SweepPlanner(

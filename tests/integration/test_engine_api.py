@@ -8,7 +8,6 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from processors.policy import FoldPolicy
 from processors.problems import PROBLEM_STATES
 from processors.replay import replay
 from schemas import state_to_dict
@@ -53,7 +52,7 @@ def test_two_workers_split_partitions_and_each_answers_for_every_aor(
         kafka_bootstrap, prefix, tmp_path / "b", worker_id="kb", web_port=free_port(), **common
     )
     settings = settings_of(env_a)
-    policy = FoldPolicy(settings.max_contacts, settings.max_contacts_policy)  # type: ignore[arg-type]
+    policy = settings.fold_policy()
     ensure(settings)
     events = generate(4_000, 400, seed=5, start_ts=now_ms() - 30 * 60_000)
     publish(settings, events)

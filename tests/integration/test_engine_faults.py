@@ -105,7 +105,7 @@ def test_sigkill_a_worker_under_load_three_times(kafka_bootstrap: str, tmp_path:
         kafka_bootstrap, prefix, tmp_path / "b", worker_id="vb", web_port=free_port(), **common
     )
     settings = settings_of(env_a)
-    policy = FoldPolicy(settings.max_contacts, settings.max_contacts_policy)  # type: ignore[arg-type]
+    policy = settings.fold_policy()
     ensure(settings)
     events = generate(16_000, 1_500, seed=23, start_ts=now_ms() - 40 * 60_000)
 
@@ -164,7 +164,7 @@ def test_cluster_broker_dies_under_load_no_acknowledged_event_is_lost(
         bootstrap, prefix, tmp_path / "b", worker_id="cb", web_port=free_port(), **common
     )
     settings = settings_of(env_a)
-    policy = FoldPolicy(settings.max_contacts, settings.max_contacts_policy)  # type: ignore[arg-type]
+    policy = settings.fold_policy()
     ensure(settings)
     events = generate(8_000, 1_000, seed=31, start_ts=now_ms() - 40 * 60_000)
 

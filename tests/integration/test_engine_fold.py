@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from processors.policy import FoldPolicy
 from processors.replay import replay
 from tests.helpers import unique_name
 from tests.integration.engine_harness import (
@@ -54,7 +53,7 @@ def test_bindings_topic_equals_replay_of_the_log(kafka_bootstrap: str, tmp_path:
         kafka_bootstrap, prefix, tmp_path, worker_id="ta", web_port=free_port(), grace_ms=NO_SWEEP
     )
     settings = settings_of(env)
-    policy = FoldPolicy(settings.max_contacts, settings.max_contacts_policy)  # type: ignore[arg-type]
+    policy = settings.fold_policy()
     ensure(settings)
     events = generate(20_000, 2_000, seed=11, start_ts=now_ms() - 40 * 60_000)
     assert publish(settings, events) == 20_000
