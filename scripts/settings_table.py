@@ -1,27 +1,29 @@
-"""Print the README's settings table from streams.settings.Settings (names, defaults, docs).
+"""Print the README's settings tables from the code (names, defaults, docs).
 
-.venv/bin/python scripts/settings_table.py
+.venv/bin/python scripts/settings_table.py            # streams.settings.Settings
+.venv/bin/python scripts/settings_table.py alerting   # the alerting consumer's own settings
 """
 
 from __future__ import annotations
 
 import ast
 import inspect
+import sys
 
-from streams import settings
+from streams import alerting, settings
 
 
-def rows() -> list[tuple[str, object, str]]:
-    """(env name, default, docstring) of every setting, in declaration order."""
-    cls = ast.parse(inspect.getsource(settings.Settings)).body[0]
-    assert isinstance(cls, ast.ClassDef)
-    defaults = settings.Settings()
+def rows(cls: type[settings.Settings] = settings.Settings) -> list[tuple[str, object, str]]:
+    """(env name, default, docstring) of every setting ``cls`` declares, in declaration order."""
+    node = ast.parse(inspect.getsource(cls)).body[0]
+    assert isinstance(node, ast.ClassDef)
+    defaults = cls()
     out = []
-    for i, node in enumerate(cls.body):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            name = node.target.id
+    for i, item in enumerate(node.body):
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+            name = item.target.id
             doc = ""
-            nxt = cls.body[i + 1] if i + 1 < len(cls.body) else None
+            nxt = node.body[i + 1] if i + 1 < len(node.body) else None
             if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
                 doc = " ".join(str(nxt.value.value).split())
             default = getattr(defaults, name)
@@ -32,7 +34,9 @@ def rows() -> list[tuple[str, object, str]]:
 
 
 if __name__ == "__main__":
+    which = sys.argv[1] if len(sys.argv) > 1 else "settings"
+    cls = alerting.AlertingSettings if which == "alerting" else settings.Settings
     print("| variable | default | meaning |")
     print("|---|---|---|")
-    for env, default, doc in rows():
+    for env, default, doc in rows(cls):
         print(f"| `{env}` | `{default}` | {doc} |")

@@ -12,20 +12,23 @@ rebuilt at every start):
   as evidence.
 
 At start it reads the open incidents back from regstate.alerts
-(:meth:`Detector.restore`), then reads every input up to its end offset as of
-the start without ticking (the inputs are consumed at different speeds then,
+(:meth:`Detector.restore`; the two tails are then read from ``window_ms``
+before the oldest one began, if that is earlier than the lookback, so its
+losses are known), then reads every input up to its end offset as of the start
+without ticking (the inputs are consumed at different speeds then,
 so no watermark would be meaningful), then ticks and runs live.
 
 Time: the watermark is the latest event ``ts`` seen, never later than the wall
 clock (a node whose clock runs ahead cannot move time forward), never later
-than the latest ``ts`` delivered by any input partition that still has unread
-records (a lagging partition holds its phones' refreshes: they must not turn
-overdue meanwhile), minus ``lateness_ms``. When no record arrives it moves on
-with the wall clock, every ``idle_ms``, but at most ``max_idle_advance_ms``
-past the last record: if the engine stops publishing, every phone would
-otherwise go overdue and page (``regstate_alerting_input_idle_seconds`` shows
-it instead). The detector is ticked at every multiple of ``tick_ms`` the
-watermark passes.
+than the latest ``ts`` delivered by any active input partition (one with
+records known to be unread, or that delivered within ``partition_idle_ms``:
+:mod:`streams.alerting_watermark`; a lagging partition holds its phones'
+refreshes, they must not turn overdue meanwhile), minus ``lateness_ms``.
+When no record arrives it moves on with the wall clock, every ``idle_ms``, but
+at most ``max_idle_advance_ms`` past the last record: if the engine stops
+publishing, every phone would otherwise go overdue and page
+(``regstate_alerting_input_idle_seconds`` shows it instead). The detector is
+ticked at every multiple of ``tick_ms`` the watermark passes.
 
 Outputs: every alert change goes to regstate.alerts, to the webhook (when
 ``REGSTATE_ALERTING_WEBHOOK_URL`` is set) and to the log. ``GET /metrics``
@@ -51,6 +54,7 @@ from schemas.alerts import Alert, alert_to_dict, decode_alert
 from schemas.codec import Rejection, binding_event_from_dict, decode_event, decode_state
 from schemas.state import AorState
 from streams.alerting_sinks import KafkaAlertSink, WebhookSink, log_change
+from streams.alerting_watermark import HOLD, InputClock
 from streams.settings import Settings, SettingsError
 
 log = logging.getLogger("regstate.alerting")
@@ -59,8 +63,6 @@ MAX_GROUP_SERIES: Final = 2000
 """Most groups exported per metric (the largest first): a bound on label cardinality."""
 MAX_TICKS_PER_STEP: Final = 100_000
 """A watermark jump longer than this many ticks is ticked from its end part only."""
-HOLD: Final = -(2**63)
-"""Watermark floor meaning: do not move the watermark at all."""
 
 
 def wall_ms() -> int:
@@ -89,11 +91,11 @@ class AlertingSettings(Settings):
     alerting_hold_ms: int = 60_000
     """A condition must hold this long before it fires."""
     alerting_min_count: int = 10
-    """N_min: fewest lost bindings that page."""
+    """N_min: fewest lost phones (an AOR at one network) that page."""
     alerting_min_percent: int = 20
     """p: smallest share (%) of a group lost within the window that pages."""
     alerting_resolve_percent: int = 80
-    """Share (%) of an incident's bindings back before it resolves."""
+    """Share (%) of an incident's lost phones back before it resolves."""
     alerting_explain_percent: int = 80
     """A group whose losses are this share (%) of a better-ranked group's is not paged."""
     alerting_node_silence_ms: int = 120_000
@@ -107,11 +109,11 @@ class AlertingSettings(Settings):
     alerting_storm_window_ms: int = 60_000
     """Window of the re-registration storm count."""
     alerting_storm_min_count: int = 10
-    """Fewest bindings back within the storm window that make a storm."""
+    """Fewest phones back within the storm window that make a storm."""
     alerting_storm_min_percent: int = 20
     """Smallest share (%) of a group back within the storm window that makes a storm."""
     alerting_forget_ms: int = 6 * 3600 * 1000
-    """A binding down this long leaves its group."""
+    """A phone down this long leaves its groups (unless an open incident holds it)."""
     alerting_lateness_ms: int = 5_000
     """Watermark: the latest event time minus this."""
     alerting_tick_ms: int = 1_000
@@ -120,6 +122,9 @@ class AlertingSettings(Settings):
     """Without records, the watermark follows the wall clock every this long..."""
     alerting_max_idle_advance_ms: int = 30_000
     """... but at most this far past the last record."""
+    alerting_partition_idle_ms: int = 5_000
+    """An input partition that delivered nothing this long (and has nothing unread) stops
+    holding the watermark back."""
     alerting_lookback_ms: int = 900_000
     """At start, binding-events and registrations are read from this long ago."""
     alerting_registrations: int = 1
@@ -229,8 +234,9 @@ class AlertingRunner:
         self.watermark: int | None = None
         self._next_tick: int | None = None
         self._last_input_wall = clock()
-        self._partition_ts: dict[Any, int] = {}
+        self.inputs = InputClock(settings.alerting_partition_idle_ms)
         self._floor: int | None = None
+        self._restored_since: int | None = None
         self._site: web.TCPSite | None = None
         self._web: web.AppRunner | None = None
         self.port: int | None = None
@@ -325,6 +331,10 @@ class AlertingRunner:
         firing = [a for a in alerts if a.status == "firing"]
         self.detector.restore(firing)
         if firing:
+            # Read the losses of every incident taken over, however long ago it began:
+            # an incident whose phones are unknown would resolve at the first tick.
+            oldest = min(a.started_at for a in firing) - self.settings.alerting_window_ms
+            self._restored_since = oldest
             log.info("took over %d open alerts from %s", len(firing), self.topics["alerts"])
 
     async def _assign(self, consumer: Any) -> tuple[dict[Any, str], dict[Any, int]]:
@@ -340,6 +350,8 @@ class AlertingRunner:
                 roles[tp] = role
         consumer.assign(list(roles))
         since = self.clock() - self.settings.alerting_lookback_ms
+        if self._restored_since is not None:
+            since = min(since, self._restored_since)
         tails = [tp for tp, role in roles.items() if role != "bindings"]
         offsets = await consumer.offsets_for_times(dict.fromkeys(tails, since)) if tails else {}
         for tp, role in roles.items():
@@ -353,24 +365,14 @@ class AlertingRunner:
         end = await consumer.end_offsets(list(roles))
         return roles, end
 
-    async def _lagging_floor(self, consumer: Any, roles: dict[Any, str]) -> int | None:
-        """The least event time delivered by a partition that still has unread records.
-
-        The inputs are many partitions of three topics, read at different
-        speeds: while one lags (a burst, a restart, a slow fetch), its phones'
-        refreshes are still unread, and a watermark taken from the faster ones
-        would make them overdue. None when no partition lags.
-        """
-        floor: int | None = None
+    async def _unread(self, consumer: Any, roles: dict[Any, str]) -> list[Any]:
+        """The partitions whose position is behind their last known high watermark."""
+        out = []
         for tp in roles:
             high = consumer.highwater(tp)
-            if high is None or await consumer.position(tp) >= high:
-                continue
-            ts = self._partition_ts.get(tp)
-            if ts is None:
-                return HOLD  # it has delivered nothing yet: time stays where it is
-            floor = ts if floor is None else min(floor, ts)
-        return floor
+            if high is not None and await consumer.position(tp) < high:
+                out.append(tp)
+        return out
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; the sinks are flushed on the way out."""
@@ -395,15 +397,16 @@ class AlertingRunner:
                 batches = await consumer.getmany(
                     timeout_ms=self.settings.alerting_idle_ms, max_records=5000
                 )
+                wall = self.clock()
                 for tp, records in batches.items():
                     role = roles[tp]
                     for r in records:
                         ts = self._observe(role, r.key, r.value)
-                        if ts is not None and ts > self._partition_ts.get(tp, ts - 1):
-                            self._partition_ts[tp] = ts
+                        if ts is not None:
+                            self.inputs.delivered(tp, ts, wall)
                 if batches:
-                    self._last_input_wall = self.clock()
-                self._floor = await self._lagging_floor(consumer, roles)
+                    self._last_input_wall = wall
+                self._floor = self.inputs.floor(self.clock(), await self._unread(consumer, roles))
                 if behind:
                     for tp in list(behind):
                         if await consumer.position(tp) >= end[tp]:

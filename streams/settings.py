@@ -48,6 +48,16 @@ class Settings:
     """R9: most bindings one AOR may hold."""
     max_contacts_policy: str = "reject"
     """R9: ``reject`` the request, or ``evict_oldest`` binding."""
+    health_auth_fail_threshold: int = 3
+    """R12: auth rejects with no success since, before an AOR is ``auth_failing``."""
+    health_retransmission_threshold: int = 3
+    """R12: retransmission rejects with no success since, before an AOR is ``unreachable``."""
+    health_short_expiry_ms: int = 30_000
+    """R12: a granted expiry below this counts toward ``flapping``."""
+    health_flap_window_ms: int = 600_000
+    """R12: an expiry followed by a registration within this window is one flap cycle."""
+    health_flap_threshold: int = 3
+    """R12: flap cycles (or short grants) before an AOR is ``flapping``."""
     grace_ms: int = 5000
     """Sweeper: how long past its expiry a binding may live before the engine expires it."""
     sweep_interval_ms: int = 1000
@@ -179,6 +189,8 @@ class Settings:
             "web_port",
             "dialer_web_port",
             "producer_linger_ms",
+            "health_short_expiry_ms",
+            "health_flap_window_ms",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"REGSTATE_{name.upper()} must not be negative")
@@ -194,6 +206,9 @@ class Settings:
             "state_cache_size",
             "commit_interval_ms",
             "dialer_batch_records",
+            "health_auth_fail_threshold",
+            "health_retransmission_threshold",
+            "health_flap_threshold",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"REGSTATE_{name.upper()} must be at least 1")
@@ -208,7 +223,15 @@ class Settings:
         policy: CapPolicy = (
             "evict_oldest" if self.max_contacts_policy == "evict_oldest" else "reject"
         )
-        return FoldPolicy(max_contacts=self.max_contacts, max_contacts_policy=policy)
+        return FoldPolicy(
+            max_contacts=self.max_contacts,
+            max_contacts_policy=policy,
+            auth_fail_threshold=self.health_auth_fail_threshold,
+            retransmission_threshold=self.health_retransmission_threshold,
+            short_expiry_ms=self.health_short_expiry_ms,
+            flap_window_ms=self.health_flap_window_ms,
+            flap_threshold=self.health_flap_threshold,
+        )
 
     def topic(self, name: str) -> str:
         """Full name of a public topic, e.g. ``topic('registrations')``."""

@@ -66,10 +66,36 @@ async def test_producer_is_idempotent_with_acks_all(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("store", "lmdb"), ("sweep_interval_ms", "0"), ("log_level", "loud"), ("grace_ms", "-1")],
+    [
+        ("store", "lmdb"),
+        ("sweep_interval_ms", "0"),
+        ("log_level", "loud"),
+        ("grace_ms", "-1"),
+        ("health_flap_threshold", "0"),
+        ("health_short_expiry_ms", "-5"),
+    ],
 )
 def test_bad_settings_are_refused(name: str, value: str) -> None:
     from streams.settings import SettingsError
 
     with pytest.raises(SettingsError):
         Settings.from_env({f"REGSTATE_{name.upper()}": value})
+
+
+def test_health_thresholds_reach_the_fold_policy_every_reader_uses() -> None:
+    policy = Settings.from_env(
+        {
+            "REGSTATE_HEALTH_AUTH_FAIL_THRESHOLD": "5",
+            "REGSTATE_HEALTH_RETRANSMISSION_THRESHOLD": "4",
+            "REGSTATE_HEALTH_SHORT_EXPIRY_MS": "20000",
+            "REGSTATE_HEALTH_FLAP_WINDOW_MS": "300000",
+            "REGSTATE_HEALTH_FLAP_THRESHOLD": "2",
+        }
+    ).fold_policy()
+    assert (
+        policy.auth_fail_threshold,
+        policy.retransmission_threshold,
+        policy.short_expiry_ms,
+        policy.flap_window_ms,
+        policy.flap_threshold,
+    ) == (5, 4, 20_000, 300_000, 2)
