@@ -20,7 +20,8 @@ What it watches
 
 Groups
     Every phone belongs to four groups: its front-end node (the node of its most
-    recently refreshed binding), its network, its user-agent family and its AOR
+    recently refreshed binding; the processes ``fe1#0``, ``fe1#1`` of one node are
+    node ``fe1``), its network, its user-agent family and its AOR
     domain. A group's size is its up phones plus its down phones not yet
     forgotten (``forget_ms``).
 
@@ -74,7 +75,7 @@ from datetime import UTC, datetime
 from typing import Final, Literal, NamedTuple
 
 from schemas.alerts import GROUP_TYPES, Alert, AlertKind, GroupType, alert_key
-from schemas.events import RegistrationEvent, Source
+from schemas.events import RegistrationEvent, Source, front_end_of
 from schemas.state import AorState, BindingEvent
 
 SWEEPER_PREFIX: Final = "engine:"
@@ -368,7 +369,10 @@ class Detector:
     def _seen(self, node: str, ts: int) -> None:
         if ts > self._max_ts:
             self._max_ts = ts
-        if not node.startswith(SWEEPER_PREFIX) and ts > self._last_seen.get(node, -(2**62)):
+        if node.startswith(SWEEPER_PREFIX):
+            return
+        node = front_end_of(node)  # a node's processes: one node alive or silent
+        if ts > self._last_seen.get(node, -(2**62)):
             self._last_seen[node] = ts
 
     def _observe_registration(self, ev: RegistrationEvent) -> None:
@@ -377,7 +381,7 @@ class Detector:
             return
         reason = ev.reason or str(ev.status)
         groups: tuple[Group, ...] = (
-            ("node", ev.node),
+            ("node", front_end_of(ev.node)),
             ("net", network_of(ev.source)),
             ("ua", ua_family(ev.user_agent)),
             ("domain", aor_domain(ev.aor)),
@@ -502,6 +506,7 @@ class Detector:
     def _refresh(
         self, phone: _Phone, key: str, node: str, ua: str, refreshed_at: int, expires_at: int
     ) -> None:
+        node = front_end_of(node)  # grouped by machine, not by process of it
         b = phone.bindings.get(key)
         if b is None:
             b = phone.bindings[key] = _Binding(node, ua, refreshed_at, expires_at)

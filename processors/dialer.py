@@ -12,6 +12,8 @@ import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from schemas.events import front_end_of
+
 
 class PhonesError(ValueError):
     """A phones CSV or node map that cannot be used (the message names the line)."""
@@ -129,7 +131,7 @@ class ServerMap:
     def check(self, extension: str, node: str) -> Expectation:
         """The expectation for a binding of ``extension`` accepted by ``node``."""
         expected = tuple(self.phones.get(extension, ()))
-        node_server = self.nodes.get(node)
+        node_server = self.nodes.get(front_end_of(node))
         if not expected or node_server is None:
             return Expectation(expected, node_server, None)
         return Expectation(expected, node_server, node_server not in expected)

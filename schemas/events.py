@@ -15,6 +15,20 @@ Kind = Literal["register", "expire", "reject", "deactivate"]
 KINDS: Final[frozenset[str]] = frozenset({"register", "expire", "reject", "deactivate"})
 
 
+PROCESS_SEPARATOR: Final = "#"
+"""``fe1#2`` is process 2 of front-end node ``fe1`` (processes sharing one SIP port)."""
+
+
+def front_end_of(node: str) -> str:
+    """The front-end node an event's ``node`` belongs to: ``fe1#2`` -> ``fe1``, ``fe1`` -> ``fe1``.
+
+    Each process of a node needs its own ``node`` (``seq`` must increase per
+    ``node`` for rule R5), but operators, alerting and the dialer's server map
+    think in machines.
+    """
+    return node.split(PROCESS_SEPARATOR, 1)[0]
+
+
 class Source(NamedTuple):
     """Where the request came from, after Via ``received``/``rport``."""
 

@@ -20,12 +20,15 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from schemas.events import PROCESS_SEPARATOR
 from streams.settings import Settings, SettingsError
 from streams.sip.users import UserFileError, load_users, users_path
 
@@ -48,12 +51,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         ),
     )
     parser.add_argument("--port", type=int, help="override REGSTATE_SIP_PORT")
+    parser.add_argument(
+        "--processes", type=int, help="override REGSTATE_SIP_PROCESSES (SO_REUSEPORT)"
+    )
+    # Internal: the supervisor starts process i of a node with this.
+    parser.add_argument("--process-index", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
-def node_name(settings: Settings) -> str:
-    """REGSTATE_NODE_ID, else ``fe-<host name>``."""
-    return settings.node_id or f"fe-{socket.gethostname()}"
+def node_name(settings: Settings, process_index: int | None = None) -> str:
+    """REGSTATE_NODE_ID, else ``fe-<host name>``; ``<that>#<i>`` for process i of several."""
+    name = settings.node_id or f"fe-{socket.gethostname()}"
+    return name if process_index is None else f"{name}{PROCESS_SEPARATOR}{process_index}"
 
 
 def load_secret(path: Path) -> bytes:
@@ -86,6 +95,13 @@ def check(settings: Settings) -> None:
         raise SettingsError(f"REGSTATE_SIP_RATE_KEY={settings.sip_rate_key!r}: use ip or ip_port")
     if not 0 <= settings.sip_port <= 65535:
         raise SettingsError("REGSTATE_SIP_PORT must be 0-65535")
+    if settings.sip_processes < 1:
+        raise SettingsError("REGSTATE_SIP_PROCESSES must be at least 1")
+    if PROCESS_SEPARATOR in settings.node_id or ":" in settings.node_id:
+        raise SettingsError(
+            f"REGSTATE_NODE_ID={settings.node_id!r} must not contain "
+            f"{PROCESS_SEPARATOR!r} or ':' (event ids are <node>:<seq>)"
+        )
 
 
 def algorithms(settings: Settings) -> tuple[str, ...]:
@@ -106,18 +122,82 @@ def run(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     port = settings.sip_port if args.port is None else args.port
+    processes = settings.sip_processes if args.processes is None else args.processes
+    if args.process_index is None and processes != 1:
+        return supervise(settings, port, processes)
     runner_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     with contextlib.suppress(ImportError):
         import uvloop  # type: ignore[import-not-found,unused-ignore]
 
         runner_factory = uvloop.new_event_loop
     try:
-        prepared = prepare(settings)
+        prepared = prepare(settings, args.process_index)
     except UserFileError as exc:
         print(f"regstate frontend: {exc}", file=sys.stderr)
         return 2
     with asyncio.Runner(loop_factory=runner_factory) as runner:
-        return runner.run(serve(settings, prepared, port))
+        return runner.run(
+            serve(settings, prepared, port, reuse_port=args.process_index is not None)
+        )
+
+
+def supervise(settings: Settings, port: int, processes: int) -> int:
+    """Run ``processes`` node processes sharing ``port`` (SO_REUSEPORT) until a signal.
+
+    Prints one ``listening`` line once every process is bound. If one process
+    dies, the others are stopped and the exit status is 1, so the service
+    manager restarts the node as a whole.
+    """
+    if processes < 1 or port == 0:
+        print(
+            "regstate frontend: several processes need a fixed port "
+            "(REGSTATE_SIP_PORT or --port) and REGSTATE_SIP_PROCESSES >= 1",
+            file=sys.stderr,
+        )
+        return 2
+    check(settings)
+    # Created once here: processes racing to create it could read it half written.
+    load_secret(secret_file(settings))
+    command = [sys.executable, "-m", "streams", "frontend", "--port", str(port)]
+    children = [
+        # Our own interpreter and module: no shell, nothing from outside in argv.
+        subprocess.Popen([*command, "--process-index", str(i)], stdout=subprocess.PIPE)  # noqa: S603
+        for i in range(processes)
+    ]
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for child in children:
+            assert child.stdout is not None
+            if not child.stdout.readline().startswith(b"listening"):
+                stopping.set()  # it failed to start (its stderr says why)
+        if not stopping.is_set():
+            node = node_name(settings)
+            print(
+                f"listening udp+tcp {settings.sip_bind}:{port} node {node} processes {processes}",
+                flush=True,
+            )
+        while not stopping.is_set():
+            if any(child.poll() is not None for child in children):
+                break
+            stopping.wait(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if stopping.is_set() and all(c.returncode == 0 for c in children) else 1
 
 
 @dataclass
@@ -130,7 +210,14 @@ class Prepared:
     users_file: Path
 
 
-def prepare(settings: Settings) -> Prepared:
+def secret_file(settings: Settings) -> Path:
+    """The nonce HMAC key file (``sip_nonce_secret_file``, else under ``data_dir``)."""
+    if settings.sip_nonce_secret_file:
+        return Path(settings.sip_nonce_secret_file)
+    return Path(settings.data_dir) / "sip-nonce.key"
+
+
+def prepare(settings: Settings, process_index: int | None = None) -> Prepared:
     """Build the node (reads the user file and the nonce key; creates the key if missing).
 
     Raises SettingsError for bad settings and UserFileError for a bad user file.
@@ -145,11 +232,7 @@ def prepare(settings: Settings) -> Prepared:
     check(settings)
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    secret_path = (
-        Path(settings.sip_nonce_secret_file)
-        if settings.sip_nonce_secret_file
-        else data_dir / "sip-nonce.key"
-    )
+    secret_path = secret_file(settings)
     path = users_path(settings.data_dir, settings.sip_users_file)
     users = load_users(path, settings.sip_realm)
     if not users:
@@ -174,7 +257,7 @@ def prepare(settings: Settings) -> Prepared:
     )
     event_log = KafkaEventLog(settings)
     node = FrontendNode(
-        node_id=node_name(settings),
+        node_id=node_name(settings, process_index),
         registrar=registrar,
         event_log=event_log,
         limiter=SourceLimiter(
@@ -197,7 +280,9 @@ def _mtime(path: Path) -> int:
         return 0
 
 
-async def serve(settings: Settings, prepared: Prepared, port: int) -> int:
+async def serve(
+    settings: Settings, prepared: Prepared, port: int, *, reuse_port: bool = False
+) -> int:
     """Run a prepared node on ``port``; return 0 after SIGTERM/SIGINT."""
     node, event_log, auth, path = (
         prepared.node,
@@ -206,7 +291,7 @@ async def serve(settings: Settings, prepared: Prepared, port: int) -> int:
         prepared.users_file,
     )
     await event_log.start()
-    await node.start(settings.sip_bind, port)
+    await node.start(settings.sip_bind, port, reuse_port=reuse_port)
     print(f"listening udp+tcp {settings.sip_bind}:{node.udp_port} node {node.node_id}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -147,6 +147,11 @@ class Settings:
     """Front-end: auth failures from one source IP, within ``sip_ban_s``, that ban it."""
     sip_ban_s: int = 300
     """Front-end: how long a banned source IP is ignored."""
+    sip_processes: int = 1
+    """Front-end: processes sharing the SIP port (SO_REUSEPORT; Linux spreads UDP by source
+    address and port, TCP by connection). Process i logs as node ``<node>#i`` (its own
+    ``seq``); alerting and the dialer count them as one node. Rate limits and bans are
+    per process. Needs a fixed ``sip_port``."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -142,20 +142,24 @@ class FrontendNode:
 
     # ---- lifecycle
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         """Bind UDP, then TCP on the same port, and start the expiry loop.
 
         With port 0 the OS picks the UDP port; if that port is taken for TCP,
         another one is tried (up to 20 times). Raises OSError otherwise.
+        ``reuse_port`` lets several processes share the port (SO_REUSEPORT).
         """
         loop = asyncio.get_running_loop()
+        reuse = True if reuse_port else None
         for attempt in range(20):
             transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(host, port)
+                lambda: _UdpProtocol(self), local_addr=(host, port), reuse_port=reuse
             )
             udp_port = transport.get_extra_info("sockname")[1]
             try:
-                server = await asyncio.start_server(self._serve_tcp, host, udp_port)
+                server = await asyncio.start_server(
+                    self._serve_tcp, host, udp_port, reuse_port=reuse
+                )
             except OSError:
                 transport.close()
                 if port != 0 or attempt == 19:
@@ -305,13 +309,8 @@ class FrontendNode:
             response = self._respond(request, source, decision.status, decision.headers)
             return response, decision.status, decision.aor
         # register: 200 only once the event is durable.
-        unavailable = (
-            self._respond(request, source, 503, (("Retry-After", str(RETRY_AFTER_S)),)),
-            503,
-            None,
-        )
         if not self.event_log.ready:
-            return unavailable
+            return self._unavailable(request, source)
         event = build_event(decision, request, source, node=self.node_id, seq=self.seq(), ts=now)
         future = self.event_log.append(event)
         try:
@@ -320,7 +319,7 @@ class FrontendNode:
             self.stats.event_failures += 1
             future.add_done_callback(_consume)
             log.warning("register %s not logged (%s): 503", event.id, type(exc).__name__)
-            return unavailable
+            return self._unavailable(request, source)
         self.stats.events += 1
         assert decision.aor is not None
         self.bindings.apply(
@@ -342,6 +341,10 @@ class FrontendNode:
             # RFC 3327 section 5.3: the Path goes back only to a UA that supports it.
             headers.append(("Path", ", ".join(p.render() for p in request.path)))
         return self._respond(request, source, 200, headers), 200, decision.aor
+
+    def _unavailable(self, request: SipRequest, source: Source) -> tuple[bytes, int, None]:
+        retry = (("Retry-After", str(RETRY_AFTER_S)),)
+        return self._respond(request, source, 503, retry), 503, None
 
     def _respond(
         self,

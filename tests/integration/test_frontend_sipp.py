@@ -102,8 +102,14 @@ def started_frontend(bootstrap: str, data: Path, **extra: str) -> Iterator[Front
             stderr=subprocess.STDOUT,
             cwd=PROJECT_ROOT,
         )
+    processes = int(extra.get("REGSTATE_SIP_PROCESSES", "1"))
     try:
-        wait_until(lambda: b"event log ready" in log.read_bytes(), 30, 0.1, "frontend ready")
+        wait_until(
+            lambda: log.read_bytes().count(b"event log ready") >= processes,
+            30,
+            0.1,
+            "frontend ready",
+        )
         yield Frontend(env, port, proc, log, settings)
     finally:
         proc.terminate()
@@ -128,7 +134,9 @@ def sipp(
 ) -> subprocess.CompletedProcess[str]:
     """Run one scenario, one call per injection row; messages traced to ``tmp``.
 
-    ``transport``: SIPp's ``-t`` (``u1`` one UDP socket, ``t1`` one TCP connection)."""
+    ``transport``: SIPp's ``-t`` (``u1`` one UDP socket, ``un`` one per call, ``t1``
+    one TCP connection)."""
+    sockets = ["-max_socket", str(len(rows) + 10)] if transport == "un" else []
     inf = tmp / f"{scenario}.csv"
     inf.write_text("SEQUENTIAL\n" + "\n".join(rows) + "\n")
     assert SIPP is not None
@@ -137,7 +145,7 @@ def sipp(
             SIPP, "-sf", str(SCENARIOS / f"{scenario}.xml"), "-inf", str(inf),
             "-m", str(len(rows)), "-r", "100", "-l", "20",
             "-i", "127.0.0.1", "-p", str(free_port()), f"127.0.0.1:{fe.port}",
-            "-timeout", "60s", "-nostdin", "-t", transport,
+            "-timeout", "60s", "-nostdin", "-t", transport, *sockets,
             "-trace_msg", "-message_file", str(tmp / f"{scenario}.msg"),
             "-trace_err", "-error_file", str(tmp / f"{scenario}.err"),
         ],
@@ -239,6 +247,30 @@ def test_sipp_register_over_tcp(frontend: Frontend, tmp_path: Path) -> None:
     tcp = [e for e in events(frontend) if e.source is not None and e.source.transport == "tcp"]
     assert sorted(e.aor for e in tcp) == sorted(f"sip:{u}@{REALM}" for u in users)
     assert all(e.kind == "register" and len(e.contacts) == 1 for e in tcp)
+
+
+def test_processes_share_the_port_each_logs_as_its_own_node(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Scenario: REGSTATE_SIP_PROCESSES=2; SIPp registers 20 phones, each call from its
+    own UDP port (``-t un``), so the kernel spreads them over both processes. Every
+    phone gets its 200 and one `register` event; both processes logged, each as
+    node ``fe-sipp#i`` (event ids stay unique); SIGTERM stops both (exit 0)."""
+    users = [f"3{i:03d}" for i in range(20)]
+    with started_frontend(
+        kafka_bootstrap,
+        tmp_path / "data",
+        REGSTATE_SIP_PROCESSES="2",
+        REGSTATE_SIP_RATE_KEY="ip_port",
+    ) as fe:
+        assert b"processes 2" in fe.log.read_bytes()
+        rows = [auth_row(u, password(u)) for u in users]
+        result = sipp(fe, "register_auth", rows, tmp_path, transport="un")
+        assert result.returncode == 0, result.stdout[-2000:]
+        registers = [e for e in events(fe) if e.kind == "register"]
+    assert sorted(e.aor for e in registers) == sorted(f"sip:{u}@{REALM}" for u in users)
+    assert {e.node for e in registers} == {"fe-sipp#0", "fe-sipp#1"}
+    assert len({e.id for e in registers}) == len(registers)
 
 
 @pytest.mark.slow

@@ -162,6 +162,26 @@ def test_a_silent_node_gives_one_node_down_alert() -> None:
     assert len(keys(storms(out))) <= 1
 
 
+def test_the_processes_of_a_silent_node_give_one_node_down_alert_naming_the_node() -> None:
+    """Two processes share each node's port (REGSTATE_SIP_PROCESSES=2): fe2#0 and fe2#1
+    go silent with their machine, and the page names the machine."""
+    sim = PhoneSim(seed=3)
+    for net, n in NETWORKS:
+        sim.add_phones(n // 2, net=net, nodes=("fe1#0", "fe1#1", "fe2#0", "fe2#1"))
+    cut = sim.start + WARM_UP
+    back = cut + 15 * MINUTE
+    sim.silence_node("fe2#0", cut, back)
+    sim.silence_node("fe2#1", cut, back)
+    out = drive(sim, Detector(CONFIG), back + 10 * MINUTE)
+
+    (key,) = keys(pages(out))
+    first = pages(out)[0].alert
+    assert (first.kind, first.group_type, first.group) == ("node_down", "node", "fe2")
+    # fe2's 250 phones, but for the few whose refresh was not yet due when it came back.
+    assert 240 <= last(out, key).count <= 250
+    assert last(out, key).status == "resolved"
+
+
 def test_a_short_blip_does_not_page() -> None:
     """A minute without replies: the phones retry before they are overdue."""
     sim, _ = fleet(seed=5, scale=4)

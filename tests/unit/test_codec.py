@@ -781,3 +781,13 @@ def test_contact_without_expires_and_no_header_is_refused() -> None:
     m = wire("register", expires=None)
     del m["contacts"][0]["expires"]
     assert_rejected(m, "missing_field")
+
+
+@pytest.mark.parametrize(
+    ("node", "front_end"),
+    [("fe1", "fe1"), ("fe1#0", "fe1"), ("fe1#12", "fe1"), ("engine:w1", "engine:w1")],
+)
+def test_front_end_of_names_the_machine_of_a_process(node: str, front_end: str) -> None:
+    from schemas.events import front_end_of
+
+    assert front_end_of(node) == front_end

@@ -59,3 +59,10 @@ def test_mismatch_only_when_both_sides_known() -> None:
     assert m.check("1001", "fe9").mismatch is None  # node not mapped
     unknown = m.check("2002", "fe1")
     assert unknown.mismatch is None and unknown.expected_server is None
+
+
+def test_a_process_of_a_node_is_checked_against_the_node_s_server() -> None:
+    """``fe1#1`` is process 1 of node fe1 (REGSTATE_SIP_PROCESSES): fe1's server applies."""
+    servers = ServerMap({"1001": ("10.0.0.2",)}, {"fe1": "10.0.0.1"})
+    assert servers.check("1001", "fe1#1") == servers.check("1001", "fe1")
+    assert servers.check("1001", "fe1#1").mismatch is True
