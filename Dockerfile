@@ -22,6 +22,6 @@ USER regstate
 WORKDIR /var/lib/regstate
 ENV REGSTATE_DATA_DIR=/var/lib/regstate \
     REGSTATE_WEB_BIND=0.0.0.0
-EXPOSE 6066
+EXPOSE 6066 6067 6068 5060/udp 5060/tcp
 ENTRYPOINT ["regstate"]
 CMD ["worker"]

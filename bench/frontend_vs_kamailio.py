@@ -168,6 +168,7 @@ def bench_regstate(
         "REGSTATE_SIP_RATE_PER_S": "100000",
         "REGSTATE_SIP_RATE_BURST": "100000",
         "REGSTATE_LOG_LEVEL": "info",
+        "REGSTATE_FRONTEND_WEB_PORT": "0",
     }
     settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("REGSTATE_")})
     asyncio.run(ensure_topics(settings))

@@ -42,7 +42,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
@@ -55,6 +55,7 @@ from schemas.codec import Rejection, binding_event_from_dict, decode_event, deco
 from schemas.state import AorState
 from streams.alerting_sinks import KafkaAlertSink, WebhookSink, log_change
 from streams.alerting_watermark import HOLD, InputClock
+from streams.metrics import PromText
 from streams.settings import Settings, SettingsError
 
 log = logging.getLogger("regstate.alerting")
@@ -170,26 +171,6 @@ class AlertingSettings(Settings):
             storm_min_ratio=self.alerting_storm_min_percent / 100,
             forget_ms=self.alerting_forget_ms,
         )
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-class _Text:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str) -> None:
-        self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-
-    def sample(self, name: str, value: float, labels: Iterable[tuple[str, str]] = ()) -> None:
-        inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-        text = str(int(value)) if float(value).is_integer() else repr(float(value))
-        self.lines.append(f"{name}{{{inner}}} {text}" if inner else f"{name} {text}")
 
 
 # --------------------------------------------------------------------------- the runner
@@ -428,7 +409,7 @@ class AlertingRunner:
 
     def render_metrics(self) -> str:
         """Prometheus text of the runner and the detector."""
-        w = _Text()
+        w = PromText()
         w.family("regstate_alerting_open_alerts", "gauge", "Open incidents, by kind.")
         open_alerts = self.detector.open_alerts()
         for kind in ("mass_drop", "node_down", "reregistration_storm"):
@@ -474,7 +455,7 @@ class AlertingRunner:
             w.sample("regstate_alerting_webhook_pending", self.webhook.pending)
         w.family("regstate_alerting_ready", "gauge", "1 once the inputs were read up to the start.")
         w.sample("regstate_alerting_ready", 1 if self.ready.is_set() else 0)
-        return "\n".join(w.lines) + "\n"
+        return w.text()
 
     async def start_http(self) -> None:
         """Serve /metrics, /alerts and /healthz."""

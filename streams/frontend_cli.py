@@ -1,13 +1,13 @@
 """``regstate frontend``: a SIP front-end node (UDP and TCP) logging to regstate.registrations.
 
-Settings (``REGSTATE_*``): ``NODE_ID``, ``SIP_BIND``, ``SIP_PORT``, ``SIP_REALM``,
-``SIP_USERS_FILE``, ``SIP_NONCE_SECRET_FILE``, ``SIP_NONCE_LIFETIME_S``,
-``SIP_DEFAULT_EXPIRES``/``MIN``/``MAX``, ``SIP_RATE_PER_S``, ``SIP_RATE_BURST``,
-``SIP_BAN_FAILURES``, ``SIP_BAN_S``, and the Kafka ones. The node prints
-``listening udp+tcp HOST:PORT node NODE`` on stdout once bound, runs until
-SIGTERM or SIGINT, and re-reads the user file when it changes (so
-``regstate users add`` takes effect without a restart). Uses uvloop when it
-is installed.
+Settings (``REGSTATE_*``, README): ``NODE_ID``, the ``SIP_*`` ones,
+``FRONTEND_WEB_PORT``, ``WEB_BIND`` and the Kafka ones. The node prints
+``listening udp+tcp HOST:PORT node NODE http HOST:PORT`` on stdout once bound,
+serves /metrics, /healthz and /readyz (:mod:`streams.sip.web`), runs until
+SIGTERM or SIGINT, and re-reads the user file when it changes (so ``regstate
+users add`` takes effect without a restart). Uses uvloop when it is installed.
+With ``SIP_PROCESSES`` above 1 it supervises that many such processes sharing
+the port (docs/decisions.md D38).
 """
 
 from __future__ import annotations
@@ -78,7 +78,14 @@ def load_secret(path: Path) -> bytes:
 
 def check(settings: Settings) -> None:
     """Raise SettingsError for front-end settings no node can run with."""
-    for name in ("sip_nonce_lifetime_s", "sip_rate_per_s", "sip_rate_burst", "sip_ban_failures"):
+    for name in (
+        "sip_nonce_lifetime_s",
+        "sip_rate_per_s",
+        "sip_rate_burst",
+        "sip_ban_failures",
+        "sip_ack_timeout_ms",
+        "sip_retry_after_s",
+    ):
         if getattr(settings, name) < 1:
             raise SettingsError(f"REGSTATE_{name.upper()} must be at least 1")
     if (
@@ -95,6 +102,8 @@ def check(settings: Settings) -> None:
         raise SettingsError(f"REGSTATE_SIP_RATE_KEY={settings.sip_rate_key!r}: use ip or ip_port")
     if not 0 <= settings.sip_port <= 65535:
         raise SettingsError("REGSTATE_SIP_PORT must be 0-65535")
+    if not 0 <= settings.frontend_web_port <= 65535 - settings.sip_processes:
+        raise SettingsError("REGSTATE_FRONTEND_WEB_PORT must be 0-65535 (plus one per process)")
     if settings.sip_processes < 1:
         raise SettingsError("REGSTATE_SIP_PROCESSES must be at least 1")
     if PROCESS_SEPARATOR in settings.node_id or ":" in settings.node_id:
@@ -144,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
 def supervise(settings: Settings, port: int, processes: int) -> int:
     """Run ``processes`` node processes sharing ``port`` (SO_REUSEPORT) until a signal.
 
-    Prints one ``listening`` line once every process is bound. If one process
+    Prints each process's ``listening`` line (its node id and HTTP port), then
+    one for the node, once every process is bound. If one process
     dies, the others are stopped and the exit status is 1, so the service
     manager restarts the node as a whole.
     """
@@ -173,8 +183,10 @@ def supervise(settings: Settings, port: int, processes: int) -> int:
     try:
         for child in children:
             assert child.stdout is not None
-            if not child.stdout.readline().startswith(b"listening"):
+            line = child.stdout.readline()
+            if not line.startswith(b"listening"):
                 stopping.set()  # it failed to start (its stderr says why)
+            sys.stdout.write("  " + line.decode(errors="replace"))
         if not stopping.is_set():
             node = node_name(settings)
             print(
@@ -208,6 +220,7 @@ class Prepared:
     event_log: KafkaEventLog
     auth: DigestAuthenticator
     users_file: Path
+    process_index: int | None = None
 
 
 def secret_file(settings: Settings) -> Path:
@@ -266,11 +279,13 @@ def prepare(settings: Settings, process_index: int | None = None) -> Prepared:
             settings.sip_ban_failures,
             settings.sip_ban_s * 1000,
         ),
+        ack_timeout_s=settings.sip_ack_timeout_ms / 1000,
+        retry_after_s=settings.sip_retry_after_s,
         source_key=(lambda ip, port: f"{ip}:{port}")
         if settings.sip_rate_key == "ip_port"
         else None,
     )
-    return Prepared(node, event_log, auth, path)
+    return Prepared(node, event_log, auth, path, process_index)
 
 
 def _mtime(path: Path) -> int:
@@ -290,9 +305,19 @@ async def serve(
         prepared.auth,
         prepared.users_file,
     )
+    from streams.sip.web import start_web
+
     await event_log.start()
     await node.start(settings.sip_bind, port, reuse_port=reuse_port)
-    print(f"listening udp+tcp {settings.sip_bind}:{node.udp_port} node {node.node_id}", flush=True)
+    web_port = settings.frontend_web_port
+    if web_port:
+        web_port += prepared.process_index or 0
+    web, web_port = await start_web(node, event_log, settings.web_bind, web_port)
+    print(
+        f"listening udp+tcp {settings.sip_bind}:{node.udp_port} node {node.node_id} "
+        f"http {settings.web_bind}:{web_port}",
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -309,6 +334,7 @@ async def serve(
                 log.info("reloaded %d users from %s", len(auth.users), path)
             except UserFileError as exc:
                 log.error("user file not reloaded: %s", exc)
+    await web.cleanup()
     await node.stop()
     await event_log.stop()
     log.info("stopped: %s", node.stats)

@@ -75,7 +75,9 @@ def _labels(pairs: Iterable[tuple[str, object]]) -> str:
     return f"{{{inner}}}" if inner else ""
 
 
-class _Writer:
+class PromText:
+    """Prometheus text exposition, one family at a time (every /metrics endpoint uses it)."""
+
     def __init__(self) -> None:
         self.lines: list[str] = []
 
@@ -86,6 +88,10 @@ class _Writer:
     def sample(self, name: str, value: float, labels: Iterable[tuple[str, object]] = ()) -> None:
         text = str(int(value)) if float(value).is_integer() else repr(float(value))
         self.lines.append(f"{name}{_labels(labels)} {text}")
+
+    def text(self) -> str:
+        """The exposition, newline-terminated."""
+        return "\n".join(self.lines) + "\n"
 
 
 def render(
@@ -102,7 +108,7 @@ def render(
     ``lag``: records behind the end of each owned partition of regstate.registrations;
     ``bindings``: bindings held in the table per owned partition.
     """
-    w = _Writer()
+    w = PromText()
     w.family("regstate_events_folded_total", "counter", "Events folded, by kind and outcome.")
     for (kind, outcome), n in sorted(m.folded.items()):
         w.sample("regstate_events_folded_total", n, [("kind", kind), ("outcome", outcome)])
@@ -148,4 +154,4 @@ def render(
         w.sample("regstate_consumer_lag", n, [("partition", partition)])
     w.family("regstate_ready", "gauge", "1 when recovered and not rebalancing.")
     w.sample("regstate_ready", 1 if ready else 0, [("worker", worker)])
-    return "\n".join(w.lines) + "\n"
+    return w.text()

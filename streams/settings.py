@@ -68,7 +68,7 @@ class Settings:
     sweep_batch: int = 5000
     """Sweeper: most ``expire`` events one tick appends (the rest wait for the next tick)."""
     web_bind: str = "127.0.0.1"
-    """Worker: address the query API listens on (``0.0.0.0`` in a container)."""
+    """Worker and front-end: address their HTTP servers listen on (``0.0.0.0`` in a container)."""
     web_host: str = "127.0.0.1"
     """Worker: host name other workers use to reach this one's API (query routing)."""
     standby_replicas: int = 1
@@ -147,6 +147,14 @@ class Settings:
     """Front-end: auth failures from one source IP, within ``sip_ban_s``, that ban it."""
     sip_ban_s: int = 300
     """Front-end: how long a banned source IP is ignored."""
+    sip_ack_timeout_ms: int = 2000
+    """Front-end: longest a REGISTER waits for Kafka's acknowledgement before it is answered
+    503 (phones resend after 0.5, 1 and 2 s; those resends are absorbed meanwhile)."""
+    sip_retry_after_s: int = 10
+    """Front-end: the Retry-After of a 503 (Kafka unreachable or too slow)."""
+    frontend_web_port: int = 6068
+    """Front-end: HTTP port of /metrics, /healthz and /readyz (process i of several: this
+    plus i; 0: any free port, printed at start). Listens on ``web_bind``."""
     sip_processes: int = 1
     """Front-end: processes sharing the SIP port (SO_REUSEPORT; Linux spreads UDP by source
     address and port, TCP by connection). Process i logs as node ``<node>#i`` (its own

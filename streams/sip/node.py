@@ -116,6 +116,7 @@ class FrontendNode:
         now_ms: Callable[[], int] = clock_ms,
         seq: Callable[[], int] | None = None,
         ack_timeout_s: float = ACK_TIMEOUT_S,
+        retry_after_s: int = RETRY_AFTER_S,
         max_bytes: int = MAX_MESSAGE_BYTES,
         source_key: Callable[[str, int], str] | None = None,
     ) -> None:
@@ -126,6 +127,7 @@ class FrontendNode:
         self.now_ms = now_ms
         self.seq = seq or SeqCounter()
         self.ack_timeout_s = ack_timeout_s
+        self.retry_after_s = retry_after_s
         self.max_bytes = max_bytes
         # Limits are per source IP; tests on loopback key them by IP and port instead.
         self.source_key = source_key or (lambda ip, _port: ip)
@@ -343,7 +345,7 @@ class FrontendNode:
         return self._respond(request, source, 200, headers), 200, decision.aor
 
     def _unavailable(self, request: SipRequest, source: Source) -> tuple[bytes, int, None]:
-        retry = (("Retry-After", str(RETRY_AFTER_S)),)
+        retry = (("Retry-After", str(self.retry_after_s)),)
         return self._respond(request, source, 503, retry), 503, None
 
     def _respond(

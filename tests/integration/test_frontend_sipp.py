@@ -86,6 +86,7 @@ def started_frontend(bootstrap: str, data: Path, **extra: str) -> Iterator[Front
         # SIPp 3.6 answers only the first challenge and knows only MD5.
         "REGSTATE_SIP_DIGEST_ALGORITHMS": "MD5",
         "REGSTATE_LOG_LEVEL": "debug",
+        "REGSTATE_FRONTEND_WEB_PORT": "0",
         **extra,
     }
     settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("REGSTATE_")})
@@ -247,6 +248,34 @@ def test_sipp_register_over_tcp(frontend: Frontend, tmp_path: Path) -> None:
     tcp = [e for e in events(frontend) if e.source is not None and e.source.transport == "tcp"]
     assert sorted(e.aor for e in tcp) == sorted(f"sip:{u}@{REALM}" for u in users)
     assert all(e.kind == "register" and len(e.contacts) == 1 for e in tcp)
+
+
+def test_metrics_and_readiness_of_the_running_node(frontend: Frontend, tmp_path: Path) -> None:
+    """Scenario: 3 phones register again; the node's /metrics (port from its listening line)
+    counts their 200s and acked events, and /readyz is 200 while Kafka is connected."""
+    import urllib.request
+
+    m = re.search(
+        rb"listening udp\+tcp \S+ node fe-sipp http [^:\s]+:(\d+)", frontend.log.read_bytes()
+    )
+    assert m is not None, frontend.log.read_text(errors="replace")[-1000:]
+    base = f"http://127.0.0.1:{int(m.group(1))}"
+
+    def ok_200s() -> int:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:  # noqa: S310
+            text = resp.read().decode()
+        found = re.search(
+            r'regstate_frontend_responses_total\{node="fe-sipp",status="200"\} (\d+)', text
+        )
+        return int(found.group(1)) if found else 0
+
+    before = ok_200s()
+    users = ["3020", "3021", "3022"]  # registered already: a refresh for the engine test
+    result = sipp(frontend, "register_auth", [auth_row(u, password(u)) for u in users], tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert ok_200s() == before + 3
+    with urllib.request.urlopen(f"{base}/readyz", timeout=5) as resp:  # noqa: S310
+        assert resp.status == 200
 
 
 def test_processes_share_the_port_each_logs_as_its_own_node(

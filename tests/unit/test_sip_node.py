@@ -437,3 +437,35 @@ async def test_foreign_domain_is_404_and_not_logged(
     assert (
         await client.request(ok.register(authorization=await authorized(client, ok)))
     ).status == 200
+
+
+async def test_metrics_and_readiness_over_http(
+    client: UdpClient, log: FakeLog, node: FrontendNode
+) -> None:
+    """GET /metrics counts what the node answered; /readyz follows the event log."""
+    import aiohttp
+
+    from streams.sip.web import start_web
+
+    runner, port = await start_web(node, log, "127.0.0.1", 0)
+    try:
+        p = phone(client)
+        r = await client.request(p.register(authorization=await authorized(client, p)))
+        assert r.status == 200
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                text = await resp.text()
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                assert resp.status == 200
+            log.ready = False
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                assert resp.status == 503
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200
+        assert 'regstate_frontend_responses_total{node="fe1",status="401"} 1' in text
+        assert 'regstate_frontend_responses_total{node="fe1",status="200"} 1' in text
+        assert 'regstate_frontend_events_total{node="fe1",result="acked"} 1' in text
+        assert 'regstate_frontend_bindings{node="fe1"} 1' in text
+        assert 'regstate_frontend_event_log_ready{node="fe1"} 1' in text
+    finally:
+        await runner.cleanup()
