@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from schemas import RegistrationEvent, Source
 from streams.sip.eventlog import EventLog
@@ -48,6 +49,7 @@ from streams.sip.registrar import Decision, Registrar, build_event
 from streams.sip.response import SERVER, http_date, render_response
 from streams.sip.tables import (
     Answered,
+    LocalBinding,
     LocalBindings,
     SourceLimiter,
     TransactionCache,
@@ -98,6 +100,8 @@ class NodeStats:
     events: int = 0
     event_failures: int = 0
     expired: int = 0
+    flows_lost: int = 0
+    tcp_closed: int = 0
 
     def count(self, status: int) -> None:
         self.answered[status] = self.answered.get(status, 0) + 1
@@ -141,6 +145,7 @@ class FrontendNode:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._expiry_task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
+        self._flows = itertools.count(1)
 
     # ---- lifecycle
 
@@ -210,6 +215,7 @@ class FrontendNode:
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         source = Source(peer[0], peer[1], "tcp")
+        flow = next(self._flows)
 
         def send(response: bytes) -> None:
             if not writer.is_closing():
@@ -234,7 +240,7 @@ class FrontendNode:
                         continue  # RFC 5626 keep-alive
                     if self.limiter.allow(self.source_key(source.ip, source.port), self.now_ms()):
                         # In order per connection: a phone's REGISTERs stay ordered.
-                        await self.handle(message, source, send, stream=True)
+                        await self.handle(message, source, send, stream=True, flow=flow)
                 await writer.drain()
         except FramingError as exc:
             log.info("closing TCP %s:%s: %s", source.ip, source.port, exc)
@@ -242,13 +248,23 @@ class FrontendNode:
             pass
         finally:
             writer.close()
+            self.stats.tcp_closed += 1
+            self._flow_lost(flow)
 
     # ---- requests
 
     async def handle(
-        self, data: bytes, source: Source, send: Callable[[bytes], None], *, stream: bool
+        self,
+        data: bytes,
+        source: Source,
+        send: Callable[[bytes], None],
+        *,
+        stream: bool,
+        flow: int | None = None,
     ) -> None:
-        """Answer one request (and log it); never raises for bad input."""
+        """Answer one request (and log it); never raises for bad input.
+
+        ``flow`` names the TCP connection it came over (RFC 5626 flows)."""
         self.stats.received += 1
         try:
             request = parse_request(data, max_bytes=self.max_bytes, stream=stream)
@@ -283,7 +299,7 @@ class FrontendNode:
             return
         self.transactions.begin(key, now)
         try:
-            response, status, aor = await self._decide_and_log(request, source, now)
+            response, status, aor = await self._decide_and_log(request, source, now, flow)
         except Exception:
             log.exception("request failed")
             response, status, aor = self._respond(request, source, 500), 500, None
@@ -292,7 +308,7 @@ class FrontendNode:
         send(response)
 
     async def _decide_and_log(
-        self, request: SipRequest, source: Source, now: int
+        self, request: SipRequest, source: Source, now: int, flow: int | None = None
     ) -> tuple[bytes, int, str | None]:
         decision = self.registrar.decide(request)
         limit_key = self.source_key(source.ip, source.port)
@@ -331,6 +347,7 @@ class FrontendNode:
             call_id=request.call_id,
             cseq=request.cseq,
             ts=now,
+            flow=flow,
         )
         self._wakeup.set()
         after = self.now_ms()
@@ -393,21 +410,49 @@ class FrontendNode:
             if not self.event_log.ready:
                 continue  # keep them due: they are expired once Kafka is back
             for binding in self.bindings.pop_due(now):
-                event = RegistrationEvent(
-                    kind="expire",
-                    id="",
-                    node=self.node_id,
-                    seq=0,
-                    ts=now,
-                    aor=binding.aor,
-                    call_id=binding.call_id,
-                    cseq=binding.cseq,
-                    contact=binding.uri,
-                )
-                seq = self.seq()
-                event = event._replace(id=f"{self.node_id}:{seq}", seq=seq)
                 self.stats.expired += 1
-                self.event_log.append(event).add_done_callback(self._count_event)
+                self._end(binding, "expire", now)
+
+    def _flow_lost(self, flow: int) -> None:
+        """RFC 5626: the connection of outbound bindings closed; they are unreachable now.
+
+        Each gets a ``deactivate`` event (reason ``flow_lost``): the phone
+        registers again over a new flow, and until then nobody should ring it.
+        """
+        lost = self.bindings.drop_flow(flow)
+        if not lost:
+            return
+        if not self.event_log.ready:
+            # The engine's sweeper expires them in time; nothing better can be done.
+            self.stats.event_failures += len(lost)
+            return
+        now = self.now_ms()
+        for binding in lost:
+            self.stats.flows_lost += 1
+            self._end(binding, "deactivate", now, reason="flow_lost")
+
+    def _end(
+        self,
+        binding: LocalBinding,
+        kind: Literal["expire", "deactivate"],
+        now: int,
+        reason: str | None = None,
+    ) -> None:
+        seq = self.seq()
+        event = RegistrationEvent(
+            kind=kind,
+            id=f"{self.node_id}:{seq}",
+            node=self.node_id,
+            seq=seq,
+            ts=now,
+            aor=binding.aor,
+            call_id=binding.call_id,
+            cseq=binding.cseq,
+            # Expiry names the URI as granted; a flow names its RFC 5626 key (R2).
+            contact=binding.uri if kind == "expire" else binding.key,
+            reason=reason,
+        )
+        self.event_log.append(event).add_done_callback(self._count_event)
 
 
 def _consume(future: asyncio.Future[None]) -> None:

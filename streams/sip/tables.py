@@ -159,6 +159,8 @@ class LocalBinding:
     expires_at: int
     call_id: str
     cseq: int
+    flow: int | None = None
+    """The TCP connection an RFC 5626 (outbound) binding was registered over, if any."""
 
 
 def binding_key(contact: ContactEntry) -> str:
@@ -180,6 +182,9 @@ class LocalBindings:
     def __init__(self) -> None:
         self._by_aor: dict[str, dict[str, LocalBinding]] = {}
         self._heap: list[tuple[int, str, str]] = []
+        # Outbound bindings per connection; entries of bindings replaced since are
+        # skipped when the connection closes (their ``flow`` no longer matches).
+        self._by_flow: dict[int, set[tuple[str, str]]] = {}
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._by_aor.values())
@@ -193,8 +198,13 @@ class LocalBindings:
         call_id: str,
         cseq: int,
         ts: int,
+        flow: int | None = None,
     ) -> None:
-        """Apply a 200-answered REGISTER: wildcard clears, expiry 0 removes, others set."""
+        """Apply a 200-answered REGISTER: wildcard clears, expiry 0 removes, others set.
+
+        ``flow``: the TCP connection it came over. A contact with ``+sip.instance``
+        and ``reg-id`` (RFC 5626) is then bound to that connection (:meth:`drop_flow`).
+        """
         table = self._by_aor.setdefault(aor, {})
         if wildcard:
             table.clear()
@@ -203,9 +213,13 @@ class LocalBindings:
             if contact.expires == 0:
                 table.pop(key, None)
                 continue
+            outbound = flow is not None and contact.instance is not None
+            on_flow = flow if outbound and contact.reg_id is not None else None
             binding = LocalBinding(
-                aor, key, contact.uri, ts + contact.expires * 1000, call_id, cseq
+                aor, key, contact.uri, ts + contact.expires * 1000, call_id, cseq, on_flow
             )
+            if on_flow is not None:
+                self._by_flow.setdefault(on_flow, set()).add((aor, key))
             table[key] = binding
             heapq.heappush(self._heap, (binding.expires_at, aor, key))
         if not table:
@@ -239,3 +253,17 @@ class LocalBindings:
                 del self._by_aor[aor]
             due.append(binding)
         return due
+
+    def drop_flow(self, flow: int) -> list[LocalBinding]:
+        """Remove and return the outbound bindings still on connection ``flow`` (it closed)."""
+        lost: list[LocalBinding] = []
+        for aor, key in sorted(self._by_flow.pop(flow, ())):
+            table = self._by_aor.get(aor)
+            binding = table.get(key) if table else None
+            if binding is None or binding.flow != flow or table is None:
+                continue  # refreshed over another connection, or gone
+            del table[key]
+            if not table:
+                del self._by_aor[aor]
+            lost.append(binding)
+        return lost

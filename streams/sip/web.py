@@ -28,6 +28,8 @@ def render_metrics(node: FrontendNode) -> str:
         ("retransmissions", s.retransmissions, "Resent requests answered from the cache."),
         ("absorbed", s.absorbed, "Resent requests dropped while the first was in progress."),
         ("expired", s.expired, "Granted bindings this node expired (expire events)."),
+        ("flows_lost", s.flows_lost, "Outbound (RFC 5626) bindings whose TCP flow closed."),
+        ("tcp_closed", s.tcp_closed, "TCP connections closed."),
         ("rate_limited", node.limiter.dropped, "Packets dropped by the per-source limit or a ban."),
         ("bans", node.limiter.bans, "Sources banned after repeated auth failures."),
     )

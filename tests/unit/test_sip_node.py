@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from schemas import RegistrationEvent
+from schemas import RegistrationEvent, decode_event, encode_event
 from streams.sip.digest import DigestAuthenticator, NonceIssuer
 from streams.sip.node import FrontendNode, SeqCounter
 from streams.sip.registrar import ExpiryPolicy, Registrar
 from streams.sip.tables import SourceLimiter
 from streams.sip.users import hashes_for
 from tests.helpers import wait_until_async
-from tests.sip_client import EXPIRES_RE, Phone, UdpClient, options, parse_response
+from tests.sip_client import EXPIRES_RE, Phone, Response, UdpClient, options, parse_response
 
 REALM = "pbx.example"
 
@@ -469,3 +469,58 @@ async def test_metrics_and_readiness_over_http(
         assert 'regstate_frontend_event_log_ready{node="fe1"} 1' in text
     finally:
         await runner.cleanup()
+
+
+async def _tcp_register(node: FrontendNode, contact: str) -> tuple[asyncio.StreamWriter, Phone]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.tcp_port)
+    port = writer.get_extra_info("sockname")[1]
+    p = Phone("1002", "pw1002", local_port=port, transport="TCP")
+
+    async def ask(data: bytes) -> Response:
+        writer.write(data)
+        return parse_response(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5))
+
+    challenge = await ask(p.register(contacts=[contact]))
+    auth = p.answer(challenge.all("www-authenticate")[0])
+    ok = await ask(
+        p.register(contacts=[contact], authorization=auth, extra=["Supported: outbound"])
+    )
+    assert ok.status == 200, ok.raw
+    return writer, p
+
+
+async def test_an_outbound_flow_that_closes_deactivates_its_binding(
+    node: FrontendNode, log: FakeLog
+) -> None:
+    """RFC 5626: a binding with +sip.instance and reg-id registered over TCP lives on that
+    connection; when it closes the node logs `deactivate` (flow_lost), and the fold
+    removes the binding as `deactivated`."""
+    from processors.fold import fold_event
+
+    instance = '"<urn:uuid:00000000-0000-0000-0000-0000000a1002>"'
+    contact = f"<sip:1002@127.0.0.1:5099;transport=tcp;ob>;reg-id=1;+sip.instance={instance}"
+    writer, p = await _tcp_register(node, contact)
+    register = log.events[-1]
+    writer.close()
+    await wait_until_async(lambda: log.events[-1].kind == "deactivate", 5, 0.01, "deactivate")
+    lost = log.events[-1]
+    assert (lost.reason, lost.call_id, lost.cseq) == ("flow_lost", p.call_id, p.cseq)
+    assert lost.node == "fe1" and lost.id == f"fe1:{lost.seq}" and lost.seq > register.seq
+    assert len(node.bindings) == 0 and node.stats.flows_lost == 1
+    assert decode_event(encode_event(lost)) == lost  # what the engine admits
+    state, _ = fold_event(None, register)[:2]
+    folded = fold_event(state, lost)
+    assert folded.state.contacts == ()
+    assert [e.event for e in folded.events] == ["deactivated"]
+
+
+async def test_a_plain_tcp_binding_outlives_its_connection(
+    node: FrontendNode, log: FakeLog
+) -> None:
+    """Without RFC 5626 (no instance and reg-id) a closed connection says nothing about
+    the phone: RFC 3261 phones may open a new connection for every request."""
+    writer, _ = await _tcp_register(node, "<sip:1002@127.0.0.1:5099;transport=tcp>")
+    writer.close()
+    await wait_until_async(lambda: node.stats.tcp_closed == 1, 5, 0.01, "the close seen")
+    assert [e.kind for e in log.events] == ["register"]
+    assert len(node.bindings) == 1

@@ -72,3 +72,19 @@ def test_local_bindings_refresh_remove_wildcard_and_expire() -> None:
     )
     table.apply("sip:2@h", [], wildcard=True, call_id="d", cseq=2, ts=0)
     assert len(table) == 0
+
+
+def test_only_outbound_bindings_still_on_a_closed_flow_are_dropped() -> None:
+    table = LocalBindings()
+    outbound = ContactEntry("sip:1@10.0.0.1;ob", 120, instance="<urn:uuid:1>", reg_id=1)
+    plain = ContactEntry("sip:1@10.0.0.2", 120)
+    table.apply("sip:1@h", [outbound, plain], wildcard=False, call_id="c", cseq=1, ts=0, flow=7)
+    other = ContactEntry("sip:2@10.0.0.3;ob", 120, instance="<urn:uuid:2>", reg_id=1)
+    table.apply("sip:2@h", [other], wildcard=False, call_id="d", cseq=1, ts=0, flow=7)
+    # sip:2's phone reconnected and refreshed over flow 8 before flow 7 was seen closing.
+    table.apply("sip:2@h", [other], wildcard=False, call_id="d", cseq=2, ts=1, flow=8)
+    (lost,) = table.drop_flow(7)
+    assert (lost.aor, lost.uri, lost.flow) == ("sip:1@h", "sip:1@10.0.0.1;ob", 7)
+    assert table.active("sip:1@h", 0) == [("sip:1@10.0.0.2", 120)]
+    assert table.drop_flow(7) == []
+    assert [b.aor for b in table.drop_flow(8)] == ["sip:2@h"] and len(table) == 1
