@@ -24,11 +24,14 @@ than the latest ``ts`` delivered by any active input partition (one with
 records known to be unread, or that delivered within ``partition_idle_ms``:
 :mod:`streams.alerting_watermark`; a lagging partition holds its phones'
 refreshes, they must not turn overdue meanwhile), minus ``lateness_ms``.
-When no record arrives it moves on with the wall clock, every ``idle_ms``, but
-at most ``max_idle_advance_ms`` past the last record: if the engine stops
-publishing, every phone would otherwise go overdue and page
-(``regstate_alerting_input_idle_seconds`` shows it instead). The detector is
-ticked at every multiple of ``tick_ms`` the watermark passes.
+Once live, a record waits until the watermark passes its time before the
+detector sees it, so the detector takes the three inputs in event-time order
+however Kafka interleaved their partitions (records stamped after the wall
+clock are taken at once). When no record arrives the watermark moves on with
+the wall clock, every ``idle_ms``, but at most ``max_idle_advance_ms`` past the
+last record: if the engine stops publishing, every phone would otherwise go
+overdue and page (``regstate_alerting_input_idle_seconds`` shows it instead).
+The detector is ticked at every multiple of ``tick_ms`` the watermark passes.
 
 Outputs: every alert change goes to regstate.alerts, to the webhook (when
 ``REGSTATE_ALERTING_WEBHOOK_URL`` is set) and to the log. ``GET /metrics``
@@ -39,6 +42,8 @@ served on ``REGSTATE_ALERTING_BIND:REGSTATE_ALERTING_PORT``.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections import Counter
@@ -52,7 +57,8 @@ from aiohttp import web
 from processors.alerting import AlertChange, Detector, DetectorConfig
 from schemas.alerts import Alert, alert_to_dict, decode_alert
 from schemas.codec import Rejection, binding_event_from_dict, decode_event, decode_state
-from schemas.state import AorState
+from schemas.events import RegistrationEvent
+from schemas.state import AorState, BindingEvent
 from streams.alerting_sinks import KafkaAlertSink, WebhookSink, log_change
 from streams.alerting_watermark import HOLD, InputClock
 from streams.metrics import PromText
@@ -60,6 +66,8 @@ from streams.settings import Settings, SettingsError
 
 log = logging.getLogger("regstate.alerting")
 
+Item = AorState | BindingEvent | RegistrationEvent
+"""What the detector observes."""
 MAX_GROUP_SERIES: Final = 2000
 """Most groups exported per metric (the largest first): a bound on label cardinality."""
 MAX_TICKS_PER_STEP: Final = 100_000
@@ -216,6 +224,11 @@ class AlertingRunner:
         self._next_tick: int | None = None
         self._last_input_wall = clock()
         self.inputs = InputClock(settings.alerting_partition_idle_ms)
+        self._latest: int | None = None
+        """The latest event time delivered (held records included)."""
+        self._live = False
+        self._held: list[tuple[int, int, Item]] = []
+        self._arrivals = itertools.count()
         self._floor: int | None = None
         self._restored_since: int | None = None
         self._site: web.TCPSite | None = None
@@ -225,33 +238,22 @@ class AlertingRunner:
 
     # ------------------------------------------------------------------ decoding
 
-    def _observe(self, role: str, key: bytes | None, value: bytes | None) -> int | None:
-        """Decode one record and give it to the detector; return its event time.
-
-        A bad record is counted and skipped (None); so is a tombstone's time (it has none).
-        """
+    def _decode(self, role: str, key: bytes | None, value: bytes | None) -> Item | None:
+        """One record as the detector takes it; None (counted, logged) when it is bad."""
         self.records[role] += 1
         try:
             if role == "bindings":
                 if key is None:
                     raise ValueError("record without a key")
-                if value is None:
-                    self.detector.observe(AorState(key.decode()))
-                    return None
-                state = decode_state(value)
-                self.detector.observe(state)
-                return state.updated_ts
+                return AorState(key.decode()) if value is None else decode_state(value)
             if role == "binding-events":
                 if value is None:
                     raise ValueError("null value")
-                be = binding_event_from_dict(orjson.loads(value))
-                self.detector.observe(be)
-                return be.ts
+                return binding_event_from_dict(orjson.loads(value))
             event = decode_event(value)
             if isinstance(event, Rejection):
                 raise ValueError(str(event))
-            self.detector.observe(event)
-            return event.ts
+            return event
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
             # The engine wrote these (or dead-lettered the bad ones itself): count, never stop.
             self.decode_errors[role] += 1
@@ -259,11 +261,43 @@ class AlertingRunner:
                 log.warning("skipping a bad %s record: %r", role, exc)
             return None
 
+    def _observe(self, role: str, key: bytes | None, value: bytes | None) -> int | None:
+        """Decode one record and hand it on; return its event time (None: bad, or a tombstone).
+
+        Until the runner is live (reading up to the end offsets as of the start) the
+        detector takes it at once. Live, a record waits until the watermark passes
+        its time (:meth:`_release`), so the detector sees the inputs in event-time
+        order whatever the order Kafka delivered the partitions in: a phone's
+        comeback read early from a fast partition must not resolve an incident at
+        a tick before the phone came back. A record stamped later than the wall
+        clock (a node clock running ahead) is taken at once: waiting would hold it
+        for as long as the clock is off.
+        """
+        item = self._decode(role, key, value)
+        if item is None:
+            return None
+        ts: int | None = item.updated_ts if isinstance(item, AorState) else item.ts
+        if value is None:
+            ts = None  # a tombstone has no time of its own (and changes nothing)
+        if ts is not None and (self._latest is None or ts > self._latest):
+            self._latest = ts
+        if self._live and ts is not None and ts <= self.clock():
+            heapq.heappush(self._held, (ts, next(self._arrivals), item))
+        else:
+            self.detector.observe(item)
+        return ts
+
+    def _release(self, upto: int) -> None:
+        """Give the detector every held record stamped at or before ``upto``, oldest first."""
+        held = self._held
+        while held and held[0][0] <= upto:
+            self.detector.observe(heapq.heappop(held)[2])
+
     # ------------------------------------------------------------------ time
 
     def current_watermark(self) -> int | None:
         """The event-time watermark now (module docstring); None before any event."""
-        latest = self.detector.max_event_ts
+        latest = self._latest
         if latest is None or self._floor == HOLD:
             return self.watermark
         now = self.clock()
@@ -287,6 +321,7 @@ class AlertingRunner:
         if (wm - self._next_tick) // step > MAX_TICKS_PER_STEP:
             self._next_tick = wm - MAX_TICKS_PER_STEP * step
         while self._next_tick <= wm:
+            self._release(self._next_tick)
             for change in self.detector.tick(self._next_tick):
                 await self._publish(change)
             self._next_tick += step
@@ -396,6 +431,7 @@ class AlertingRunner:
                         continue  # catching up: no ticks yet
                 if not self.ready.is_set():
                     log.info("inputs read to their end; alerting is live")
+                    self._live = True
                     self.ready.set()
                 await self._advance()
         finally:

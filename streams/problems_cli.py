@@ -1,8 +1,11 @@
 """``regstate problems``: phones whose health (R12) is auth_failing, unreachable or flapping.
 
-Reads regstate.bindings from its first offset (the last value of every AOR), or
-with ``--input`` folds a JSON Lines log like ``regstate replay``, and lists the
-AORs in the asked states. The selection and the evidence are
+Reads regstate.bindings from its first offset (the last value of every AOR),
+or with ``--log`` folds regstate.registrations from Kafka, or with ``--input``
+folds a JSON Lines log like ``regstate replay``, and lists the AORs in the
+asked states. regstate.bindings holds a tombstone for an AOR without contacts
+(DESIGN section 3), so only ``--log`` and ``--input`` see a wrong-password phone
+that never registered (docs/decisions.md D22). The selection and the evidence are
 :mod:`processors.problems`, the same as the worker's ``GET /v1/problems``.
 """
 
@@ -24,7 +27,7 @@ from processors.problems import (
     problem_to_dict,
     select,
 )
-from processors.replay import replay
+from processors.replay import Table, replay
 from schemas import AorState, decode_state
 from streams.jsonl import display_name, read_events
 from streams.replay_cli import fold_policy, good_events
@@ -39,10 +42,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description=(
             "Read regstate.bindings from offset 0 (the last value of every AOR) and "
             "list the AORs whose health.state is not registered/unregistered, or is "
-            "one of --state. With --input, fold a JSON Lines event log instead "
-            "(every AOR, also those without a contact). Exit 0 on success (also when "
-            "nothing is listed), 1 when some --input lines were bad (the rest is "
-            "listed), 2 on a usage, input or connection error."
+            "one of --state. With --log, fold regstate.registrations instead, and "
+            "with --input a JSON Lines event log (both: every AOR, also those without "
+            "a contact). Exit 0 on success (also when nothing is listed), 1 when some "
+            "--input lines or --log records were bad (the rest is listed), 2 on a "
+            "usage, input or connection error."
         ),
     )
     parser.add_argument(
@@ -54,6 +58,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument(
         "--input", metavar="FILE", help="fold this JSON Lines log instead of reading Kafka"
+    )
+    parser.add_argument(
+        "--log",
+        action="store_true",
+        help=(
+            "fold regstate.registrations from Kafka instead of reading regstate.bindings: "
+            "slower, but also lists AORs without a contact (a wrong-password phone that "
+            "never registered is a tombstone on regstate.bindings)"
+        ),
     )
     parser.add_argument("--json", action="store_true", help="a JSON array instead of a table")
     parser.add_argument(
@@ -80,6 +93,34 @@ def _from_file(path: str, settings: Settings) -> tuple[list[AorState], int]:
 
     table = replay(good_events(read_events(path), report), fold_policy(settings))
     return list(table.states.values()), bad
+
+
+def _from_log(settings: Settings) -> tuple[list[AorState], int]:
+    """Fold the whole registrations log (the engine's own rules); (states, bad records)."""
+    from streams.logread import DEFAULT_SKEW_MS, RegistrationsReader
+
+    topic = settings.topic("registrations")
+    reader = RegistrationsReader(
+        settings,
+        until_ms=None,
+        since_ms=None,
+        skew_ms=DEFAULT_SKEW_MS,
+        aors=None,
+        progress=sys.stderr.isatty(),
+        on_bad=lambda bad: print(f"regstate problems: {topic} {bad}", file=sys.stderr),
+        on_note=lambda text: print(f"regstate problems: note: {text}", file=sys.stderr),
+        client_id="regstate-problems",
+    )
+    table = Table()
+    policy = fold_policy(settings)
+
+    async def go() -> None:
+        async for batch in reader.batches():
+            for _, event in batch:
+                table.apply(event, policy)
+
+    asyncio.run(go())
+    return list(table.states.values()), reader.stats.bad_count
 
 
 def _from_topic(settings: Settings, timeout_s: float) -> list[AorState]:
@@ -136,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.input:
             states, bad = _from_file(args.input, settings)
+        elif args.log:
+            states, bad = _from_log(settings)
         else:
             states = _from_topic(settings, args.timeout)
     except OSError as exc:

@@ -196,15 +196,17 @@ async def test_the_runner_pages_once_survives_a_restart_and_resolves(
 def test_problems_reads_the_bindings_topic(
     settings: AlertingSettings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``regstate problems`` lists what regstate.bindings holds (last value per key)."""
+    """``regstate problems`` lists what regstate.bindings holds (last value per key);
+    ``--log`` folds regstate.registrations and also finds AORs without a binding."""
     from streams.cli import main
 
     asyncio.run(ensure_topics(settings))
     sim = PhoneSim(seed=43)
     healthy = sim.add_phones(3, net="10.7.1")
-    odd = sim.add_phones(2, net="10.7.2", online_at=-1)
+    odd = sim.add_phones(3, net="10.7.2", online_at=-1)
     odd[0].replies_dropped = True
     odd[1].grant_s, odd[1].refresh_late_s = 20, 60
+    odd[2].wrong_password = True
     sim.login(odd, sim.start)
     steps = list(sim.run(sim.start + 10 * MINUTE))
 
@@ -230,3 +232,11 @@ def test_problems_reads_the_bindings_topic(
     assert main(["problems", "--state", "registered", "--timeout", "30"]) == 0
     table = capsys.readouterr().out
     assert all(p.aor in table for p in healthy)
+    # The wrong-password phone never had a binding: a tombstone at most on
+    # regstate.bindings, so only folding the log (--log) finds it.
+    assert odd[2].aor not in states
+    assert main(["problems", "--log", "--json"]) == 0
+    folded = {p["aor"]: p["state"] for p in orjson.loads(capsys.readouterr().out)}
+    assert folded.get(odd[2].aor) == "auth_failing"
+    assert folded.get(odd[0].aor) == "unreachable"
+    assert all(p.aor not in folded for p in healthy)

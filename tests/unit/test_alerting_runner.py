@@ -144,3 +144,35 @@ async def test_records_in_ticks_out_metrics_shown() -> None:
     )
     assert 'regstate_alerting_alert_changes_total{kind="mass_drop",change="fired"} 1' in text
     assert 'regstate_alerting_records_total{input="registrations"}' in text
+
+
+async def test_live_records_wait_until_the_watermark_passes_them() -> None:
+    """Live, the detector sees records in event-time order: one read early from a fast
+    partition waits while a slower partition holds the watermark back."""
+    from schemas import RegistrationEvent
+
+    def event(seq: int, ts: int) -> bytes:
+        return encode_event(
+            RegistrationEvent(
+                "reject", f"fe1:{seq}", "fe1", seq, ts, "sip:1@x", "c", seq,
+                status=401, reason="auth_failed",
+            )
+        )  # fmt: skip
+
+    clock = Clock(2_000_000)
+    runner = AlertingRunner(AlertingSettings(alerting_lateness_ms=0), clock=clock)
+    runner.kafka_sink = FakeKafkaSink()  # type: ignore[assignment]
+    runner._live = True
+    runner._last_input_wall = clock.now
+    assert runner._observe("registrations", b"sip:1@x", event(1, 1_000_000)) == 1_000_000
+    assert runner._observe("registrations", b"sip:1@x", event(2, 1_300_000)) == 1_300_000
+    assert runner.detector.max_event_ts is None  # both held: no tick yet
+    runner._floor = 1_000_000  # a slower partition has delivered up to here only
+    await runner._advance()
+    assert runner.detector.max_event_ts == 1_000_000
+    runner._floor = None
+    await runner._advance()
+    assert runner.detector.max_event_ts == 1_300_000
+    # Stamped after the wall clock (a node clock ahead): taken at once, not held.
+    runner._observe("registrations", b"sip:1@x", event(3, 2_500_000))
+    assert runner.detector.max_event_ts == 2_500_000
