@@ -63,6 +63,7 @@ from streams.alerting_sinks import KafkaAlertSink, WebhookSink, log_change
 from streams.alerting_watermark import HOLD, InputClock
 from streams.metrics import PromText
 from streams.settings import Settings, SettingsError
+from streams.webserver import serve
 
 log = logging.getLogger("regstate.alerting")
 
@@ -231,7 +232,6 @@ class AlertingRunner:
         self._arrivals = itertools.count()
         self._floor: int | None = None
         self._restored_since: int | None = None
-        self._site: web.TCPSite | None = None
         self._web: web.AppRunner | None = None
         self.port: int | None = None
         """The port the HTTP server listens on (useful when configured as 0)."""
@@ -422,7 +422,7 @@ class AlertingRunner:
                             self.inputs.delivered(tp, ts, wall)
                 if batches:
                     self._last_input_wall = wall
-                self._floor = self.inputs.floor(self.clock(), await self._unread(consumer, roles))
+                self._floor = self.inputs.floor(wall, await self._unread(consumer, roles))
                 if behind:
                     for tp in list(behind):
                         if await consumer.position(tp) >= end[tp]:
@@ -513,14 +513,9 @@ class AlertingRunner:
         app.router.add_get("/metrics", metrics)
         app.router.add_get("/alerts", alerts)
         app.router.add_get("/healthz", healthz)
-        self._web = web.AppRunner(app, access_log=None)
-        await self._web.setup()
-        self._site = web.TCPSite(
-            self._web, self.settings.alerting_bind, self.settings.alerting_port
+        self._web, self.port = await serve(
+            app, self.settings.alerting_bind, self.settings.alerting_port
         )
-        await self._site.start()
-        server: Any = self._site._server
-        self.port = server.sockets[0].getsockname()[1] if server and server.sockets else None
 
     async def stop_http(self) -> None:
         if self._web is not None:

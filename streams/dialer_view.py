@@ -48,6 +48,7 @@ from streams.dialer_store import (
 from streams.settings import Settings
 from streams.snapshot import partitions_of
 from streams.topics import BINDING_EVENTS, BINDINGS
+from streams.webserver import serve
 
 log = logging.getLogger(__name__)
 
@@ -232,13 +233,9 @@ class DialerViewService:
         app.router.add_get("/metrics", self.h_metrics)
         app.router.add_get("/healthz", self.h_healthz)
         app.router.add_get("/readyz", self.h_readyz)
-        self._web = web.AppRunner(app, access_log=None)
-        await self._web.setup()
-        site = web.TCPSite(self._web, self.settings.web_bind, self.settings.dialer_web_port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None)
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        self._web, self.port = await serve(
+            app, self.settings.web_bind, self.settings.dialer_web_port
+        )
         log.info("dialer view listening on %s:%s", self.settings.web_bind, self.port)
 
     def _consumer(self) -> Any:

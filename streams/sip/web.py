@@ -7,14 +7,13 @@ check should send phones elsewhere. ``/healthz`` is 200 while the process runs.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from aiohttp import web
 
 from streams.metrics import PromText
 from streams.sip.eventlog import EventLog
 from streams.sip.node import FrontendNode
+from streams.webserver import serve
 
 
 def render_metrics(node: FrontendNode) -> str:
@@ -71,10 +70,4 @@ async def start_web(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server: Any = site._server
-    bound: int = server.sockets[0].getsockname()[1] if server and server.sockets else port
-    return runner, bound
+    return await serve(app, host, port)
