@@ -287,6 +287,18 @@ class _Incident:
     emitted_count: int = 0
     emitted_down: int = 0
 
+    @classmethod
+    def opened(cls, c: _Candidate, started_at: int) -> _Incident:
+        """The incident a candidate fires as; its key names the group and ``started_at``."""
+        return cls(
+            key=alert_key(c.kind, c.group[0], c.group[1], started_at),
+            kind=c.kind,
+            group=c.group,
+            started_at=started_at,
+            population=c.size,
+            phones=set(c.phones),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class _Candidate:
@@ -651,14 +663,7 @@ class Detector:
             since = self._pending.setdefault(c.group, now)
             if now - since >= cfg.hold_ms:
                 del self._pending[c.group]
-                inc = _Incident(
-                    key=alert_key(c.kind, c.group[0], c.group[1], since),
-                    kind=c.kind,
-                    group=c.group,
-                    started_at=since,
-                    population=c.size,
-                    phones=set(c.phones),
-                )
+                inc = _Incident.opened(c, since)
                 self._incidents[c.group] = inc
                 self._emit(inc, "fired", now, changes)
         for g in [g for g in self._pending if g not in accepted]:
@@ -724,14 +729,7 @@ class Detector:
                 continue
             explained |= c.phones
             start = min(t for t, _ in self._groups[c.group].comebacks)
-            inc = _Incident(
-                key=alert_key(c.kind, c.group[0], c.group[1], start),
-                kind=c.kind,
-                group=c.group,
-                started_at=start,
-                population=c.size,
-                phones=set(c.phones),
-            )
+            inc = _Incident.opened(c, start)
             self._storms[c.group] = inc
             self._emit(inc, "fired", now, changes)
 
