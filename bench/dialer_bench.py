@@ -9,7 +9,7 @@
 2. Starts a dialer view (in this process, on a fresh SQLite file) and times it from
    start to ready (caught up with the end offsets seen at start).
 3. Looks up random extensions at ``--rate`` per second for ``--seconds`` through
-   the Python API (:class:`streams.dialer_report.DialerView`, read-only on the
+   the Python API (:class:`streams.dialer.report.DialerView`, read-only on the
    file) and then over HTTP (``GET /v1/extensions/{ext}``, one keep-alive
    connection), paced by an absolute schedule, and prints p50/p99/max latency.
 
@@ -36,10 +36,10 @@ import orjson
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
-from streams.dialer_report import DialerView
-from streams.dialer_view import DialerViewService, sqlite_opener
+from streams.dialer.report import DialerView
+from streams.dialer.view import DialerViewService, sqlite_opener
+from streams.log.topics import BINDINGS, ensure_topics, topic_specs
 from streams.settings import Settings
-from streams.topics import BINDINGS, ensure_topics, topic_specs
 
 T0 = 1_767_225_600_000
 DOMAINS = 4

@@ -196,7 +196,7 @@ async def committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
 def publish(
     settings: Settings, events: Iterator[RegistrationEvent] | list[RegistrationEvent]
 ) -> float:
-    from streams.publisher import publish_events
+    from streams.log.publisher import publish_events
 
     started = time.monotonic()
     report = asyncio.run(publish_events(settings, events))
@@ -206,7 +206,7 @@ def publish(
 
 
 def ensure(settings: Settings) -> None:
-    from streams.topics import ensure_topics
+    from streams.log.topics import ensure_topics
 
     asyncio.run(ensure_topics(settings))
 

@@ -40,10 +40,10 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from streams.frontend.users import hashes_for, save_users  # noqa: E402
+from streams.log.topics import ensure_topics  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.sip.digest import UserHashes  # noqa: E402
-from streams.sip.users import hashes_for, save_users  # noqa: E402
-from streams.topics import ensure_topics  # noqa: E402
 
 REALM = "pbx.example"
 KAMAILIO_CFG = """#!KAMAILIO

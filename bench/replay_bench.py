@@ -4,7 +4,7 @@
     .venv/bin/python bench/replay_bench.py --events 200000 --keep
 
 Publishes bench/gen_events.py's synthetic log (with ``raw`` headers, as front-ends
-send them) to a fresh topic prefix through :mod:`streams.publisher`, then runs
+send them) to a fresh topic prefix through :mod:`streams.log.publisher`, then runs
 ``python -m streams replay`` (a child process, reading regstate.registrations of
 that prefix) and reports its wall time, events/s and peak RSS (``ru_maxrss`` of
 the child, from ``os.wait4``). The topics are deleted afterwards unless
@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gen_events import generate_events
 
-from streams.publisher import publish_events
-from streams.settings import PROJECT_ROOT, Settings
-from streams.topics import ensure_topics, topic_specs
+from streams.log.publisher import publish_events
+from streams.log.topics import ensure_topics, topic_specs
+from streams.settings import Settings
+from tests.helpers import PROJECT_ROOT
 
 
 def _settings(prefix: str, partitions: int) -> Settings:

@@ -1,7 +1,7 @@
 """Pure logic of the dialer view: extensions, VICIdial phones, expected-server check.
 
 No I/O beyond parsing text handed in; no Kafka, no SQLite. The dialer view
-(streams/dialer_view.py) and ``regstate where`` share these functions, so the
+(streams/dialer/view.py) and ``regstate where`` share these functions, so the
 HTTP output and the command line say the same thing.
 """
 

@@ -30,3 +30,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]' >&2
   touch "$stamp"
 fi
+# The checkout's own development packages (devkafka: the local Kafka harness;
+# tests; bench) are not part of the wheel; a .pth makes them importable here.
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$PWD" >"$site/regstate-checkout.pth"

@@ -10,7 +10,8 @@ import ast
 import inspect
 import sys
 
-from streams import alerting, settings
+from streams import settings
+from streams.alerting import runner as alerting
 
 
 def rows(cls: type[settings.Settings] = settings.Settings) -> list[tuple[str, object, str]]:
@@ -28,7 +29,7 @@ def rows(cls: type[settings.Settings] = settings.Settings) -> list[tuple[str, ob
                 doc = " ".join(str(nxt.value.value).split())
             default = getattr(defaults, name)
             if name == "data_dir":
-                default = "<repo>/.regstate"
+                default = "$XDG_DATA_HOME/regstate"
             out.append((f"REGSTATE_{name.upper()}", default, doc))
     return out
 

@@ -10,25 +10,36 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
 
 from streams.settings import SettingsError
 
 # Imported lazily so `regstate replay` does not pay for importing Faust.
+DEV_KAFKA = "devkafka.cli"
 SUBCOMMAND_MODULES = (
-    "streams.kafka_cli",
-    "streams.topics_cli",
-    "streams.publish_cli",
-    "streams.replay_cli",
-    "streams.export_cli",
-    "streams.audit_cli",
-    "streams.worker_cli",
-    "streams.problems_cli",
-    "streams.alerting_cli",
-    "streams.users_cli",
-    "streams.frontend_cli",
-    "streams.simulate_cli",
-    "streams.dialer_cli",
+    DEV_KAFKA,
+    "streams.log.topics_cli",
+    "streams.log.publish_cli",
+    "streams.analysis.replay_cli",
+    "streams.analysis.export_cli",
+    "streams.analysis.audit_cli",
+    "streams.engine.cli",
+    "streams.analysis.problems_cli",
+    "streams.alerting.cli",
+    "streams.frontend.users_cli",
+    "streams.frontend.cli",
+    "streams.frontend.simulate_cli",
+    "streams.dialer.cli",
 )
+
+
+def version() -> str:
+    """The installed distribution's version (``0+unknown`` when run from a bare tree)."""
+    try:
+        return metadata.version("regstate")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,16 +48,42 @@ def build_parser() -> argparse.ArgumentParser:
         prog="regstate",
         description="Event-sourced SIP registration state engine (see README.md).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in SUBCOMMAND_MODULES:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name != module_name:
+            # Only the development Kafka harness may be absent (an install from the
+            # wheel); any other missing module is a broken install and must say so.
+            if module_name != DEV_KAFKA or not module_name.startswith(f"{exc.name}"):
                 raise
+            _register_kafka_stub(subparsers)
             continue
         module.register(subparsers)
     return parser
+
+
+def _register_kafka_stub(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser(
+        "kafka",
+        help="local development Kafka (only in a source checkout)",
+        description="The local Kafka harness is part of the source checkout, not of the "
+        "installed package: run `./dev setup` in a checkout, or point "
+        "REGSTATE_BOOTSTRAP_SERVERS at your own brokers.",
+    )
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.set_defaults(func=_kafka_unavailable)
+
+
+def _kafka_unavailable(args: argparse.Namespace) -> int:
+    print(
+        "regstate: `regstate kafka` is a development command of the source checkout "
+        "(it needs kafka/pom.xml, java and mvn); this installation has no checkout. "
+        "Set REGSTATE_BOOTSTRAP_SERVERS to your Kafka brokers instead.",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,15 +13,16 @@ from pathlib import Path
 
 from processors.policy import CapPolicy, FoldPolicy
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
 
 class SettingsError(ValueError):
     """A REGSTATE_* variable holds a value that cannot be used."""
 
 
 def _default_data_dir() -> str:
-    return str(PROJECT_ROOT / ".regstate")
+    # An installed package must never write into site-packages: the XDG user data
+    # directory, as desktop and server tools do. ./dev points it into the checkout.
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "regstate")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class Settings:
     worker_id: str = "w1"
     """Stable id of this worker; names the sweeper's node (``engine:<worker_id>``)."""
     data_dir: str = field(default_factory=_default_data_dir)
-    """Where local Kafka data and table stores live."""
+    """Where table stores, the front-end's user and nonce files and the dialer view's
+    SQLite file live; default ``$XDG_DATA_HOME/regstate`` (``~/.local/share/regstate``)."""
     max_contacts: int = 10
     """R9: most bindings one AOR may hold."""
     max_contacts_policy: str = "reject"

@@ -5,7 +5,7 @@ when set (CI or a developer's own broker), else the local 1-node Kafka
 (``regstate kafka up``), started on first use and left running afterwards so the
 next session starts in well under a second; ``regstate kafka down`` stops it.
 
-``kafka_cluster``: the local 3-node Kafka (:class:`streams.kafka_local.LocalKafka`),
+``kafka_cluster``: the local 3-node Kafka (:class:`devkafka.local.LocalKafka`),
 started on first use. Before each test every node is up again (a fault test may
 have stopped one); at the end of the session it is stopped if this session
 started it.
@@ -21,7 +21,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.kafka_local import LocalKafka, ensure_kafka
+from devkafka.local import LocalKafka, ensure_kafka
+from tests.helpers import PROJECT_ROOT
+
+# Tests, and the processes they start, keep their data in the checkout like ./dev.
+os.environ.setdefault("REGSTATE_DATA_DIR", str(PROJECT_ROOT / ".regstate"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

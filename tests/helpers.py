@@ -11,9 +11,13 @@ import inspect
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout: samples/, bench/, scripts/ and tests/sipp/ are read from here."""
 
 
 def unique_name(prefix: str) -> str:

@@ -16,9 +16,9 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from bench.gen_events import START_TS, generate_events
 from processors.replay import Table
 from schemas import RegistrationEvent, encode_state
-from streams.dialer_store import BindingRow
+from streams.dialer.store import BindingRow
+from streams.log.topics import BINDINGS, ensure_topics
 from streams.settings import Settings
-from streams.topics import BINDINGS, ensure_topics
 from tests.helpers import unique_name
 
 Record = tuple[bytes, bytes | None]

@@ -31,8 +31,8 @@ from processors.fold import fold_event
 from processors.policy import FoldPolicy
 from schemas import AorState, BindingEvent, RegistrationEvent, decode_event, state_to_dict
 from schemas.codec import binding_event_to_dict
-from streams.settings import PROJECT_ROOT, Settings
-from tests.helpers import wait_until
+from streams.settings import Settings
+from tests.helpers import PROJECT_ROOT, wait_until
 
 PYTHON = sys.executable
 
@@ -345,8 +345,8 @@ def generate(
 
 
 def publish(settings: Settings, events: Iterable[RegistrationEvent]) -> int:
-    """Append ``events`` with streams.publisher (acks=all); return how many were acknowledged."""
-    from streams.publisher import publish_events
+    """Append ``events`` with the project's publisher (acks=all); return how many were acked."""
+    from streams.log.publisher import publish_events
 
     report = asyncio.run(publish_events(settings, events))
     assert report.ok, f"publish failed: {report.errors}"
@@ -354,8 +354,8 @@ def publish(settings: Settings, events: Iterable[RegistrationEvent]) -> int:
 
 
 def ensure(settings: Settings) -> None:
-    """Create the test's topics (streams.topics.ensure_topics)."""
-    from streams.topics import ensure_topics
+    """Create the test's topics (streams.log.topics.ensure_topics)."""
+    from streams.log.topics import ensure_topics
 
     asyncio.run(ensure_topics(settings))
 
@@ -395,7 +395,7 @@ class BackgroundPublisher:
             self.error = exc
 
     async def _publish(self) -> None:
-        from streams.publisher import EventPublisher
+        from streams.log.publisher import EventPublisher
 
         def on_ack(n: int) -> None:
             self.acked += n

@@ -28,10 +28,10 @@ from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 from bench.phonesim import MINUTE, PhoneSim, Step
 from schemas.alerts import Alert, decode_alert
 from schemas.codec import encode_binding_event, encode_event, encode_state
-from streams.alerting import AlertingRunner, AlertingSettings
-from streams.alerting_sinks import rfc3339
-from streams.snapshot import read_latest
-from streams.topics import ensure_topics, topic_specs
+from streams.alerting.runner import AlertingRunner, AlertingSettings
+from streams.alerting.sinks import rfc3339
+from streams.log.snapshot import read_latest
+from streams.log.topics import ensure_topics, topic_specs
 from tests.helpers import wait_until_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -24,10 +24,10 @@ from processors.explain import iso_ms
 from processors.replay import replay
 from schemas import RegistrationEvent, encode_event, encode_event_json, encode_state
 from streams.cli import main
-from streams.routing import kafka_partition
-from streams.settings import PROJECT_ROOT, Settings
-from streams.topics import topic_specs
-from tests.helpers import wait_until_async
+from streams.log.routing import kafka_partition
+from streams.log.topics import topic_specs
+from streams.settings import Settings
+from tests.helpers import PROJECT_ROOT, wait_until_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

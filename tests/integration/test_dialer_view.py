@@ -21,10 +21,10 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from processors.dialer import ServerMap
 from schemas import BindingEvent, encode_binding_event
 from streams.cli import main
-from streams.dialer_store import SqliteBindingStore
-from streams.dialer_view import DialerViewService, sqlite_opener
+from streams.dialer.store import SqliteBindingStore
+from streams.dialer.view import DialerViewService, sqlite_opener
+from streams.log.topics import BINDING_EVENTS
 from streams.settings import Settings
-from streams.topics import BINDING_EVENTS
 from tests.helpers import wait_until_async
 from tests.integration.dialer_support import History, as_set, publish, view_settings
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 from tests.integration.dialer_support import History, as_set, publish, view_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -55,7 +55,7 @@ def mariadb_dsn(mariadb_server: str) -> Iterator[str]:
     """A fresh database on the server, dropped afterwards."""
     import pymysql
 
-    from streams.dialer_mysql import MysqlDsn
+    from streams.dialer.mysql import MysqlDsn
 
     base = MysqlDsn.parse(mariadb_server)
     name = f"regstate_t_{uuid.uuid4().hex[:10]}"
@@ -76,8 +76,8 @@ def test_mysql_store_contract(mariadb_dsn: str) -> None:
     import pymysql
 
     from schemas import AorState, Binding, Health, Source
-    from streams.dialer_mysql import MysqlBindingStore
-    from streams.dialer_store import record_from_state, tombstone
+    from streams.dialer.mysql import MysqlBindingStore
+    from streams.dialer.store import record_from_state, tombstone
 
     def state(aor: str, *keys_exp: tuple[str, int], version: int = 1) -> AorState:
         contacts = tuple(
@@ -147,9 +147,9 @@ def test_mysql_store_contract(mariadb_dsn: str) -> None:
 async def test_dialer_view_on_mariadb_matches_replay_and_sqlite(
     kafka_bootstrap: str, mariadb_dsn: str, tmp_path: Path
 ) -> None:
-    from streams.dialer_mysql import MysqlBindingStore, mysql_opener
-    from streams.dialer_store import SqliteBindingStore
-    from streams.dialer_view import DialerViewService, sqlite_opener
+    from streams.dialer.mysql import MysqlBindingStore, mysql_opener
+    from streams.dialer.store import SqliteBindingStore
+    from streams.dialer.view import DialerViewService, sqlite_opener
 
     settings = view_settings(kafka_bootstrap)
     hist = History(n_events=2000, n_aors=200, seed=5)

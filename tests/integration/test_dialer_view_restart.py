@@ -21,10 +21,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from streams.dialer_store import SqliteBindingStore
-from streams.settings import PROJECT_ROOT
-from streams.topics import BINDINGS
-from tests.helpers import wait_until_async
+from streams.dialer.store import SqliteBindingStore
+from streams.log.topics import BINDINGS
+from tests.helpers import PROJECT_ROOT, wait_until_async
 from tests.integration.dialer_support import History, as_set, publish, view_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

@@ -12,8 +12,8 @@ import pytest
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
 from schemas import encode_event
-from streams.deadletter import headers_dict
-from streams.routing import kafka_partition
+from streams.log.deadletter import headers_dict
+from streams.log.routing import kafka_partition
 from tests.helpers import unique_name, wait_until
 from tests.integration.engine_harness import (
     Worker,

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from schemas import RegistrationEvent, decode_event
-from streams.settings import PROJECT_ROOT, Settings
-from streams.sip.users import add_user
-from streams.topics import ensure_topics
-from tests.helpers import unique_name, wait_until
+from streams.frontend.users import add_user
+from streams.log.topics import ensure_topics
+from streams.settings import Settings
+from tests.helpers import PROJECT_ROOT, unique_name, wait_until
 from tests.integration.engine_harness import free_port, read_topic
 
 SIPP = shutil.which("sipp")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from streams.kafka_local import layout
+from devkafka.local import layout
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

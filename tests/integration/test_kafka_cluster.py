@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.kafka_local import LocalKafka
+from devkafka.local import LocalKafka
 from tests.helpers import create_topic, unique_name, wait_until_async
 
 pytestmark = [

@@ -26,11 +26,11 @@ from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from processors.replay import replay
 from processors.sipuri import canonical_aor
 from schemas import RegistrationEvent, Rejection, decode_event
+from streams.analysis.timeline import dumps_snapshot, render_snapshot
 from streams.cli import main
-from streams.replay_cli import dumps_snapshot, render_snapshot
-from streams.settings import PROJECT_ROOT, Settings
-from streams.topics import topic_specs
-from tests.helpers import create_topic
+from streams.log.topics import topic_specs
+from streams.settings import Settings
+from tests.helpers import PROJECT_ROOT, create_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -1,11 +1,11 @@
-"""AckGate (streams/engine.py): a source offset is released for commit only after its outputs."""
+"""AckGate (streams/engine): a source offset is released for commit only after its outputs."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from streams.engine import AckGate
+from streams.engine.worker import AckGate
 
 
 class FakeMessage:

@@ -1,4 +1,4 @@
-"""streams.alerting without Kafka: settings and flags, decoding, the watermark, ticking, metrics."""
+"""streams.alerting.runner without Kafka: settings, flags, decoding, watermark, ticks, metrics."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from bench.phonesim import MINUTE, PhoneSim
 from schemas.alerts import Alert
 from schemas.codec import encode_binding_event, encode_event, encode_state
 from schemas.state import AorState
-from streams.alerting import AlertingRunner, AlertingSettings
-from streams.alerting_cli import settings_from
+from streams.alerting.cli import settings_from
+from streams.alerting.runner import AlertingRunner, AlertingSettings
 from streams.cli import build_parser
 from streams.settings import SettingsError
 

@@ -1,4 +1,4 @@
-"""streams.alerting_watermark: the floor the input partitions put under the watermark."""
+"""streams.alerting.watermark: the floor the input partitions put under the watermark."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.alerting_watermark import HOLD, InputClock
+from streams.alerting.watermark import HOLD, InputClock
 
 
 def test_the_slowest_active_partition_holds_time_back() -> None:

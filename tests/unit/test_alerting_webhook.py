@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from schemas.alerts import Alert
-from streams.alerting_sinks import WebhookSink, alertmanager_url, rfc3339, to_alertmanager
+from streams.alerting.sinks import WebhookSink, alertmanager_url, rfc3339, to_alertmanager
 from tests.helpers import wait_until_async
 
 pytestmark = pytest.mark.timeout(30)

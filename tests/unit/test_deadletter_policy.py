@@ -1,4 +1,4 @@
-"""The dead-letter policy (streams/deadletter.py): what is folded, what is refused and why."""
+"""The dead-letter policy (streams/log/deadletter.py): what is folded, what is refused and why."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import msgpack
 import pytest
 
 from schemas import RegistrationEvent, encode_event
-from streams.deadletter import (
+from streams.log.deadletter import (
     HEADER_ERROR,
     HEADER_ERROR_DETAIL,
     HEADER_SOURCE_OFFSET,
@@ -17,7 +17,7 @@ from streams.deadletter import (
     DeadLetterPolicy,
     headers_dict,
 )
-from streams.routing import kafka_partition
+from streams.log.routing import kafka_partition
 from tests.unit.builders import AOR, Log, contact
 
 TOPIC = "regstate.registrations"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from schemas import AorState, Binding, Health, Source
-from streams.dialer_report import DialerView, build_reports, render_text
-from streams.dialer_store import (
+from streams.dialer.report import DialerView, build_reports, render_text
+from streams.dialer.store import (
     SqliteBindingStore,
     StoreRecord,
     record_from_state,
@@ -181,7 +181,7 @@ def _map():  # type: ignore[no-untyped-def]
 
 
 def test_record_from_json_refuses_foreign_shapes() -> None:
-    from streams.dialer_store import record_from_json
+    from streams.dialer.store import record_from_json
 
     s = state("sip:1@a", binding("sip:k@1", T0 + 1))
     ok = record_from_state(s, T0)
@@ -202,7 +202,7 @@ def test_record_from_json_refuses_foreign_shapes() -> None:
 
 
 def test_settings_and_dsn() -> None:
-    from streams.dialer_mysql import DsnError, MysqlDsn
+    from streams.dialer.mysql import DsnError, MysqlDsn
     from streams.settings import Settings
 
     s = Settings.from_env({"REGSTATE_DATA_DIR": "/var/lib/rs"})
@@ -223,7 +223,7 @@ def test_settings_and_dsn() -> None:
 
 
 async def test_readyz_and_metrics_before_and_after_catch_up(tmp_path: Path) -> None:
-    from streams.dialer_view import DialerViewService, render_metrics, sqlite_opener
+    from streams.dialer.view import DialerViewService, render_metrics, sqlite_opener
     from streams.settings import Settings
 
     service = DialerViewService(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from streams.engine import Engine, rocksdb_options
+from streams.engine.worker import Engine, rocksdb_options
 from streams.settings import Settings
 
 

@@ -13,7 +13,7 @@ from processors.fold import fold_event
 from processors.outcomes import Outcome
 from processors.policy import FoldPolicy
 from schemas import AorState, RegistrationEvent
-from streams.timeline import ReplayRun, TimelineWriter, parse_time, timeline_entry
+from streams.analysis.timeline import ReplayRun, TimelineWriter, parse_time, timeline_entry
 from tests.unit.builders import AOR, T0, Log, contact, fold_all
 
 URI = "sip:1001@192.0.2.10:5060"

@@ -15,7 +15,7 @@ from processors.outcomes import Outcome
 from processors.replay import replay
 from processors.sipuri import canonical_aor
 from schemas import RegistrationEvent, decode_event, decode_event_json, encode_event
-from streams.settings import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 GEN = PROJECT_ROOT / "bench" / "gen_events.py"
 

@@ -1,4 +1,4 @@
-"""The shared JSON Lines reader (streams/jsonl.py) used by replay and publish."""
+"""The shared JSON Lines reader (streams/log/jsonl.py) used by replay and publish."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 
 from schemas import RegistrationEvent
-from streams.jsonl import count_lines, iter_lines, parse_line, read_events
+from streams.log.jsonl import count_lines, iter_lines, parse_line, read_events
 
 GOOD = {
     "v": 1,

@@ -1,4 +1,4 @@
-"""streams.kafka_local without a broker: layout, configs, tools, protocol, processes."""
+"""devkafka.local without a broker: layout, configs, tools, protocol, processes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import kafka_local as kl
+from devkafka import local as kl
 from streams.cli import main
 from tests.helpers import wait_until
 

@@ -1,11 +1,11 @@
-"""Partition and owner math of the query API (streams/routing.py)."""
+"""Partition and owner math of the query API (streams/log/routing.py)."""
 
 from __future__ import annotations
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 
-from streams.routing import cached_partition, kafka_partition, owner_of, same_worker
+from streams.log.routing import cached_partition, kafka_partition, owner_of, same_worker
 
 # Kafka's UtilsTest.testMurmur2 (signed 32-bit results of the Java murmur2).
 JAVA_MURMUR2 = {

@@ -15,7 +15,7 @@ import random
 import pytest
 from aiokafka.partitioner import DefaultPartitioner, murmur2  # type: ignore[import-untyped]
 
-from streams.publisher import record_key
+from streams.log.publisher import record_key
 
 # Kafka clients/src/test/java/org/apache/kafka/common/utils/UtilsTest.java, testMurmur2.
 KAFKA_UTILS_TEST_CASES: dict[bytes, int] = {

@@ -13,7 +13,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError  # type: ignore[import-untyped]
 
 from schemas import RegistrationEvent, decode_event
-from streams.publisher import EventPublisher
+from streams.log.publisher import EventPublisher
 from streams.settings import Settings
 
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from streams.cli import main
-from streams.settings import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 SAMPLE = PROJECT_ROOT / "samples" / "sample.jsonl"
 SAMPLE_T0 = 1_767_254_400_000

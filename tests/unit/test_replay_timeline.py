@@ -7,7 +7,7 @@ import pytest
 
 from processors.explain import iso_ms
 from streams.cli import main
-from streams.settings import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 SAMPLE = PROJECT_ROOT / "samples" / "sample.jsonl"
 T0 = 1_767_254_400_000

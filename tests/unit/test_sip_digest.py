@@ -9,6 +9,13 @@ from pathlib import Path
 import pytest
 
 from streams.cli import main
+from streams.frontend.users import (
+    UserFileError,
+    add_user,
+    hashes_for,
+    load_users,
+    remove_user,
+)
 from streams.sip.digest import (
     AuthOutcome,
     DigestAuthenticator,
@@ -18,13 +25,6 @@ from streams.sip.digest import (
     compute_ha1,
     compute_response,
     parse_authorization,
-)
-from streams.sip.users import (
-    UserFileError,
-    add_user,
-    hashes_for,
-    load_users,
-    remove_user,
 )
 
 # RFC 7616 section 3.9.1: Mufasa / "Circle of Life", GET /dir/index.html.

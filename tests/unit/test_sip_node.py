@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from schemas import RegistrationEvent, decode_event, encode_event
+from streams.frontend.node import FrontendNode, SeqCounter
+from streams.frontend.registrar import ExpiryPolicy, Registrar
+from streams.frontend.tables import SourceLimiter
+from streams.frontend.users import hashes_for
 from streams.sip.digest import DigestAuthenticator, NonceIssuer
-from streams.sip.node import FrontendNode, SeqCounter
-from streams.sip.registrar import ExpiryPolicy, Registrar
-from streams.sip.tables import SourceLimiter
-from streams.sip.users import hashes_for
 from tests.helpers import wait_until_async
 from tests.sip_client import EXPIRES_RE, Phone, Response, UdpClient, options, parse_response
 
@@ -314,8 +314,8 @@ async def test_tcp_register(node: FrontendNode, log: FakeLog) -> None:
 async def test_kafka_unreachable_means_503_never_200(clock: Clock) -> None:
     """Scenario: a node whose Kafka cannot be reached answers OPTIONS, challenges, and
     answers a correctly authenticated REGISTER with 503 and Retry-After."""
+    from streams.frontend.eventlog import KafkaEventLog
     from streams.settings import Settings
-    from streams.sip.eventlog import KafkaEventLog
     from tests.integration.engine_harness import free_port
 
     settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}", topic_prefix="nowhere.")
@@ -347,7 +347,7 @@ async def test_kafka_unreachable_means_503_never_200(clock: Clock) -> None:
 async def test_simulated_fleet_registers_and_unregisters(node: FrontendNode, log: FakeLog) -> None:
     import argparse
 
-    from streams.simulate_cli import sim_password, simulate, user_name
+    from streams.frontend.simulate_cli import sim_password, simulate, user_name
 
     users = node.registrar.auth.users
     assert isinstance(users, dict)
@@ -445,7 +445,7 @@ async def test_metrics_and_readiness_over_http(
     """GET /metrics counts what the node answered; /readyz follows the event log."""
     import aiohttp
 
-    from streams.sip.web import start_web
+    from streams.frontend.web import start_web
 
     runner, port = await start_web(node, log, "127.0.0.1", 0)
     try:

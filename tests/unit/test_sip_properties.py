@@ -183,8 +183,14 @@ def render(m: dict[str, Any]) -> bytes:
     data = render_request(m["method"], m["uri"], headers, m["body"])
     if m["colon"] != ": ":
         head, _, body = data.partition(b"\r\n\r\n")
-        head = head.replace(b": ", m["colon"].encode())
-        data = head + b"\r\n\r\n" + body
+        # Only the separator after each header name: a quoted display name such as
+        # ": " must keep its own colon and space.
+        lines = head.split(b"\r\n")
+        lines[1:] = [
+            line if line[:1] in (b" ", b"\t") else line.replace(b": ", m["colon"].encode(), 1)
+            for line in lines[1:]
+        ]
+        data = b"\r\n".join(lines) + b"\r\n\r\n" + body
     return data
 
 

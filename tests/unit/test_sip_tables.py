@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas import ContactEntry
-from streams.sip.tables import Answered, LocalBindings, SourceLimiter, TransactionCache
+from streams.frontend.tables import Answered, LocalBindings, SourceLimiter, TransactionCache
 
 
 def test_transaction_cache_pending_answered_expired_and_bounded() -> None:

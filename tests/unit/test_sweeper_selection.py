@@ -1,13 +1,13 @@
-"""The sweeper's selection logic (streams/expiry.py), with an injected clock; no Kafka."""
+"""The sweeper's selection logic (processors/expiry.py), with an injected clock; no Kafka."""
 
 from __future__ import annotations
 
 import time
 
+from processors.expiry import ExpiryIndex, SeqSource, SweepPlanner, is_due, sweeper_node
 from processors.fold import fold_event
 from processors.outcomes import Outcome
 from schemas import AorState, Binding
-from streams.expiry import ExpiryIndex, SeqSource, SweepPlanner, is_due, sweeper_node
 from tests.unit.builders import AOR, T0, Log, contact
 
 GRACE = 5_000

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from streams.cli import main
+from streams.log.topics import TopicState, check_topic, topic_specs
 from streams.settings import Settings
-from streams.topics import TopicState, check_topic, topic_specs
 
 
 def by_role(settings: Settings, **kw: int) -> dict[str, object]:

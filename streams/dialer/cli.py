@@ -1,0 +1,205 @@
+"""``regstate dialer-view`` and ``regstate where``.
+
+``dialer-view`` keeps a dialer server's copy of regstate.bindings in a local
+SQLite file and serves it (see streams/dialer/view.py). ``where EXT|AOR`` says
+where a phone rings now, from that file when it exists (the view may be running
+or stopped), else from regstate.bindings read once (streams/log/snapshot.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from processors.dialer import (
+    PhonesError,
+    ServerMap,
+    parse_node_map,
+    parse_node_map_csv,
+    parse_phones_csv,
+)
+from streams.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from streams.dialer.store import SqliteBindingStore
+
+
+def load_server_map(phones: str, node_map: str) -> ServerMap:
+    """The phones CSV (a path, or empty) and the node map (inline ``a=ip,...`` or a CSV path).
+
+    Raises SettingsError naming the bad file or entry.
+    """
+    try:
+        phones_map = parse_phones_csv(Path(phones).read_text()) if phones else {}
+        if node_map and Path(node_map).is_file():
+            nodes = parse_node_map_csv(Path(node_map).read_text())
+        else:
+            nodes = parse_node_map(node_map) if node_map else {}
+    except (OSError, PhonesError) as exc:
+        raise SettingsError(str(exc)) from None
+    return ServerMap(phones_map, nodes)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="SQLite file (REGSTATE_DIALER_DB; default under data dir)")
+    parser.add_argument(
+        "--phones", help="VICIdial phones CSV, header extension,server_ip (REGSTATE_DIALER_PHONES)"
+    )
+    parser.add_argument(
+        "--node-map",
+        help="node -> server IP: fe1=10.0.0.1,fe2=10.0.0.2 or a CSV node,server_ip "
+        "(REGSTATE_DIALER_NODE_MAP)",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add ``dialer-view`` and ``where``."""
+    p = subparsers.add_parser(
+        "dialer-view",
+        help="a dialer server's materialized copy of regstate.bindings (SQLite, HTTP, SSE)",
+        description=(
+            "Read regstate.bindings into a local SQLite file (offsets stored with the rows, "
+            "so a restart resumes where it stopped), serve GET /v1/extensions/{ext}, "
+            "/v1/aors/{aor}, /v1/events?ext=|aor= (server-sent binding events), /metrics, "
+            "/healthz, /readyz (503 until caught up)."
+        ),
+    )
+    _add_common(p)
+    p.add_argument("--port", type=int, help="HTTP port (REGSTATE_DIALER_WEB_PORT, default 6070)")
+    p.set_defaults(func=run_dialer_view)
+
+    w = subparsers.add_parser(
+        "where",
+        help="where an extension or AOR rings now, since when, or why it does not",
+        description=(
+            "Reads the dialer view's SQLite file (running or stopped); without one, reads "
+            "regstate.bindings to its end. Exit 0 when some contact is active, 1 otherwise."
+        ),
+    )
+    w.add_argument("key", help="extension (user part, e.g. 1001) or AOR (sip:1001@pbx)")
+    _add_common(w)
+    w.add_argument("--at", type=int, help="time to judge expiry at, ms since the epoch (now)")
+    w.add_argument("--json", action="store_true", help="print JSON instead of text")
+    w.set_defaults(func=run_where)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from REGSTATE_*, with the flags on top; SettingsError on a bad DSN."""
+    settings = Settings.from_env()
+    overrides: dict[str, Any] = {}
+    for flag, name in (
+        ("db", "dialer_db"),
+        ("phones", "dialer_phones"),
+        ("node_map", "dialer_node_map"),
+        ("port", "dialer_web_port"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[name] = value
+    if overrides:
+        settings = dataclasses.replace(settings, **overrides)
+        settings.validate()
+    if settings.dialer_dsn:
+        from streams.dialer.mysql import DsnError, MysqlDsn
+
+        try:
+            MysqlDsn.parse(settings.dialer_dsn)
+        except DsnError as exc:
+            raise SettingsError(str(exc)) from None
+    return settings
+
+
+async def _serve(settings: Settings, server_map: ServerMap) -> int:
+    from streams.dialer.view import DialerViewService, sqlite_opener
+    from streams.log.topics import ensure_topics
+
+    await ensure_topics(settings)
+    if settings.dialer_dsn:
+        from streams.dialer.mysql import mysql_opener
+
+        opener = mysql_opener(settings.dialer_dsn)
+    else:
+        opener = sqlite_opener(settings.dialer_db_path())
+    service = DialerViewService(settings, opener, server_map=server_map)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.run(stop)
+    return 0
+
+
+def run_dialer_view(args: argparse.Namespace) -> int:
+    """Run the dialer view until SIGTERM/SIGINT (exit 0)."""
+    settings = settings_from(args)
+    server_map = load_server_map(settings.dialer_phones, settings.dialer_node_map)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    return asyncio.run(_serve(settings, server_map))
+
+
+def _store_from_topic(settings: Settings) -> SqliteBindingStore:
+    """An in-memory store filled from regstate.bindings read to its end (no file around)."""
+    from streams.dialer.store import SqliteBindingStore, record_from_json
+    from streams.log.snapshot import read_latest
+    from streams.log.topics import BINDINGS
+
+    latest = asyncio.run(read_latest(settings, settings.topic(BINDINGS)))
+    store = SqliteBindingStore(":memory:")
+    records = [record_from_json(k.decode(), v, 0) for k, v in latest.items()]
+    store.apply_batch(records, {})
+    return store
+
+
+def run_where(args: argparse.Namespace) -> int:
+    """Print where ``args.key`` rings; 0 when ringing, 1 when not."""
+    from streams.dialer.report import build_reports, render_text
+    from streams.dialer.store import BindingStore, SqliteBindingStore, wall_clock_ms
+
+    settings = settings_from(args)
+    server_map = load_server_map(settings.dialer_phones, settings.dialer_node_map)
+    path = settings.dialer_db_path()
+    store: BindingStore
+    if settings.dialer_dsn:
+        from streams.dialer.mysql import MysqlBindingStore, MysqlDsn
+
+        dsn = MysqlDsn.parse(settings.dialer_dsn)
+        store = MysqlBindingStore(dsn, read_only=True)
+        origin = f"dialer view database {dsn.database} on {dsn.host}:{dsn.port}"
+    elif Path(path).exists():
+        store = SqliteBindingStore(path, read_only=True)
+        origin = f"dialer view file {path}"
+    else:
+        store = _store_from_topic(settings)
+        origin = f"topic {settings.topic('bindings')} (no dialer view file at {path})"
+    try:
+        now = wall_clock_ms() if args.at is None else args.at
+        reports = build_reports(store, args.key, server_map, now)
+    finally:
+        store.close()
+    text, code = render_text(args.key, reports)
+    if args.json:
+        sys.stdout.write(
+            orjson.dumps(
+                {
+                    "key": args.key,
+                    "now": now,
+                    "source": origin,
+                    "aors": [r.as_dict() for r in reports],
+                },
+                option=orjson.OPT_INDENT_2,
+            ).decode()
+            + "\n"
+        )
+    else:
+        sys.stdout.write(f"# from {origin}\n{text}")
+    return code

@@ -1,0 +1,79 @@
+"""``regstate worker``: run one engine worker (fold, table, outputs, sweeper, query API).
+
+Every setting comes from ``REGSTATE_*`` (DESIGN section 10; see
+:class:`streams.settings.Settings`). The worker first ensures the public topics
+exist (:func:`streams.log.topics.ensure_topics`), then runs until SIGTERM or SIGINT,
+which stop it cleanly (offsets of acknowledged work committed, group left).
+Exit status 70 means an output could not be written; a supervisor restarts it.
+
+Faust is imported only when the command runs, so other subcommands stay quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import logging
+import sys
+from typing import Any
+
+from streams.settings import Settings
+
+log = logging.getLogger("regstate.worker")
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``worker`` subcommand."""
+    parser = subparsers.add_parser(
+        "worker",
+        help="run an engine worker: fold registrations into the bindings table",
+        description=(
+            "A Faust worker that folds regstate.registrations into the bindings table, "
+            "publishes regstate.bindings and regstate.binding-events, dead-letters bad "
+            "records, expires lapsed bindings, and serves GET /v1/aors/{aor}, /healthz, "
+            "/readyz and /metrics on REGSTATE_WEB_PORT. Settings: REGSTATE_* (README)."
+        ),
+    )
+    parser.set_defaults(func=run)
+
+
+async def _prepare(settings: Settings) -> bool:
+    """Create missing topics; return whether the outputs are co-partitioned with the source."""
+    from streams.log.topics import BINDING_EVENTS, BINDINGS, describe_topics, ensure_topics
+
+    await ensure_topics(settings)
+    names = [settings.topic(BINDINGS), settings.topic(BINDING_EVENTS)]
+    states = await describe_topics(settings, names)
+    return all(n in states and states[n].partitions == settings.partitions for n in names)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the worker in this process until it is stopped; return its exit status."""
+    import faust
+
+    from streams.engine.worker import Engine
+
+    settings = Settings.from_env()
+    copartitioned = asyncio.run(_prepare(settings))
+    engine = Engine(settings, outputs_copartitioned=copartitioned)
+    worker = faust.Worker(
+        engine.app,
+        loglevel=settings.log_level.upper(),
+        quiet=True,
+        redirect_stdouts=False,
+    )
+    profiler: cProfile.Profile | None = None
+    if settings.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(settings.profile)
+            print(f"regstate worker: profile written to {settings.profile}", file=sys.stderr)
+    return 0

@@ -1,0 +1,161 @@
+"""The front-end's path to regstate.registrations: ordered appends with per-event acks.
+
+:class:`KafkaEventLog` is a producer with the project's contract (DESIGN
+section 3, D12): key = canonical AOR bytes (:func:`streams.log.publisher.record_key`),
+Kafka's default murmur2 partitioner, ``acks='all'``, idempotence. Events are
+handed to the producer in the order :meth:`append` is called (one sender task
+drains a queue), so one node's events of one AOR reach the log in ``seq``
+order. Each append returns a future that resolves when the broker acknowledged
+the record with acks=all, or fails; the node sends a 200 only after that.
+
+While Kafka cannot be reached at start, :attr:`ready` is false and the node
+answers 503; the producer is retried in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Final, Protocol
+
+from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+
+from schemas import RegistrationEvent, encode_event
+from streams.log.publisher import record_key
+from streams.log.topics import REGISTRATIONS
+from streams.settings import Settings
+
+log = logging.getLogger("regstate.frontend")
+
+RETRY_START_S: Final = 1.0
+REQUEST_TIMEOUT_MS: Final = 10_000
+"""A record not acknowledged within this fails (the node has long answered 503 by then)."""
+
+
+class EventLog(Protocol):
+    """Where a node's RegistrationEvents go."""
+
+    @property
+    def ready(self) -> bool:
+        """Appends can currently succeed (a producer is connected)."""
+        ...
+
+    def append(self, event: RegistrationEvent) -> asyncio.Future[None]:
+        """Queue ``event``; the future resolves once it is durable in the log."""
+        ...
+
+
+class KafkaEventLog:
+    """An :class:`EventLog` on regstate.registrations (see the module docstring)."""
+
+    def __init__(self, settings: Settings, client_id: str = "regstate-frontend") -> None:
+        self.settings = settings
+        self.topic = settings.topic(REGISTRATIONS)
+        self._client_id = client_id
+        self._producer: Any = None
+        self._queue: asyncio.Queue[tuple[RegistrationEvent, asyncio.Future[None]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self.acked = 0
+        self.failed = 0
+        self.last_error = ""
+
+    @property
+    def ready(self) -> bool:
+        """A producer is started and the topic has the table's partition count."""
+        return self._producer is not None
+
+    def append(self, event: RegistrationEvent) -> asyncio.Future[None]:
+        """Queue one event in order; see the module docstring."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((event, future))
+        return future
+
+    async def start(self) -> None:
+        """Start the sender task; it connects (retrying) in the background."""
+        self._task = asyncio.create_task(self._run(), name="regstate-frontend-eventlog")
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until connected, at most ``timeout_s``; whether it is."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout_s)
+        return self.ready
+
+    async def stop(self) -> None:
+        """Flush what was handed to the producer and close it."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            with contextlib.suppress(KafkaError):
+                await producer.stop()
+        while not self._queue.empty():
+            _, future = self._queue.get_nowait()
+            if not future.done():
+                future.set_exception(ConnectionError("event log stopped"))
+
+    async def _connect(self) -> None:
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.bootstrap_servers,
+                client_id=self._client_id,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=1,
+                request_timeout_ms=REQUEST_TIMEOUT_MS,
+            )
+            try:
+                await producer.start()
+                partitions = await producer.partitions_for(self.topic)
+                if len(partitions) != self.settings.partitions:
+                    raise KafkaError(
+                        f"{self.topic} has {len(partitions)} partitions, "
+                        f"REGSTATE_PARTITIONS is {self.settings.partitions}"
+                    )
+            except (KafkaError, OSError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("event log not ready (%s); retrying", self.last_error)
+                with contextlib.suppress(KafkaError, OSError):
+                    await producer.stop()
+                await asyncio.sleep(RETRY_START_S)
+                continue
+            self._producer = producer
+            self._connected.set()
+            log.info("event log ready: %s", self.topic)
+            return
+
+    async def _run(self) -> None:
+        await self._connect()
+        while True:
+            event, future = await self._queue.get()
+            if future.cancelled():
+                continue
+            try:
+                delivery = await self._producer.send(
+                    self.topic, encode_event(event), key=record_key(event.aor)
+                )
+            except (KafkaError, ValueError) as exc:
+                self._settle(future, exc)
+                continue
+            delivery.add_done_callback(lambda d, f=future: self._delivered(d, f))
+
+    def _delivered(self, delivery: asyncio.Future[Any], future: asyncio.Future[None]) -> None:
+        exc = delivery.exception() if not delivery.cancelled() else ConnectionError("cancelled")
+        self._settle(future, exc)
+
+    def _settle(self, future: asyncio.Future[None], exc: BaseException | None) -> None:
+        if exc is None:
+            self.acked += 1
+            if not future.done():
+                future.set_result(None)
+            return
+        self.failed += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if not future.done():
+            future.set_exception(exc)
+        else:
+            log.warning("event not logged: %s", self.last_error)
