@@ -1,19 +1,25 @@
 # regstate, for docker-compose.yml: `docker compose up --build` runs Kafka and two workers.
-# The image installs the package (pip install .) and runs `regstate <subcommand>`;
-# every setting comes from REGSTATE_* (see streams/settings.py).
+# The image installs the package's wheel, exactly as tests/packaging/test_wheel_install.py
+# does in CI, and runs `regstate <subcommand>`; every setting comes from REGSTATE_*
+# (see streams/settings.py).
+FROM python:3.12-slim AS wheel
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md LICENSE ./
+COPY schemas ./schemas
+COPY processors ./processors
+COPY streams ./streams
+RUN pip wheel --no-deps -w /dist .
+
 FROM python:3.12-slim
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /src
-# README.m[d]: copied when present (pyproject names it as the long description).
-COPY pyproject.toml README.m[d] ./
-COPY schemas ./schemas
-COPY processors ./processors
-COPY streams ./streams
-RUN pip install . \
+COPY --from=wheel /dist /dist
+RUN pip install /dist/regstate-*.whl \
+    && rm -rf /dist \
     && useradd --system --uid 10001 --home-dir /var/lib/regstate regstate \
     && mkdir -p /var/lib/regstate \
     && chown regstate /var/lib/regstate

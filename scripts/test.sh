@@ -12,7 +12,7 @@ echo "== ruff"
 "$BIN/ruff" check .
 "$BIN/ruff" format --check .
 echo "== mypy"
-"$BIN/mypy" schemas processors streams
+"$BIN/mypy" schemas processors streams devkafka
 
 started_kafka=""
 if [ -z "${REGSTATE_BOOTSTRAP_SERVERS:-}" ]; then
