@@ -61,7 +61,8 @@ from schemas.events import RegistrationEvent
 from schemas.state import AorState, BindingEvent
 from streams.alerting.sinks import KafkaAlertSink, WebhookSink, log_change
 from streams.alerting.watermark import HOLD, InputClock
-from streams.metrics import PromText
+from streams.metrics import CONTENT_TYPE
+from streams.metrics import alerting as alerting_metrics
 from streams.settings import Settings, SettingsError
 from streams.webserver import serve
 
@@ -69,8 +70,6 @@ log = logging.getLogger("regstate.alerting")
 
 Item = AorState | BindingEvent | RegistrationEvent
 """What the detector observes."""
-MAX_GROUP_SERIES: Final = 2000
-"""Most groups exported per metric (the largest first): a bound on label cardinality."""
 MAX_TICKS_PER_STEP: Final = 100_000
 """A watermark jump longer than this many ticks is ticked from its end part only."""
 
@@ -445,61 +444,28 @@ class AlertingRunner:
 
     def render_metrics(self) -> str:
         """Prometheus text of the runner and the detector."""
-        w = PromText()
-        w.family("regstate_alerting_open_alerts", "gauge", "Open incidents, by kind.")
-        open_alerts = self.detector.open_alerts()
-        for kind in ("mass_drop", "node_down", "reregistration_storm"):
-            n = sum(1 for a in open_alerts if a.kind == kind)
-            w.sample("regstate_alerting_open_alerts", n, [("kind", kind)])
-        w.family("regstate_alerting_alert_changes_total", "counter", "Alert changes, by kind.")
-        for (kind, change), n in sorted(self.changes.items()):
-            w.sample(
-                "regstate_alerting_alert_changes_total", n, [("kind", kind), ("change", change)]
+        webhook = self.webhook
+        return alerting_metrics.render(
+            alerting_metrics.Snapshot(
+                open_alerts=self.detector.open_alerts(),
+                changes=self.changes,
+                groups=list(self.detector.group_stats()),
+                records=self.records,
+                decode_errors=self.decode_errors,
+                watermark_ms=self.watermark or 0,
+                idle_s=(self.clock() - self._last_input_wall) / 1000,
+                kafka_sink_errors=self.kafka_sink.errors,
+                webhook_failures=0 if webhook is None else webhook.failures,
+                webhook_pending=0 if webhook is None else webhook.pending,
+                ready=self.ready.is_set(),
             )
-        stats = sorted(self.detector.group_stats(), key=lambda g: -(g.active + g.down))
-        w.family(
-            "regstate_alerting_group_active_bindings",
-            "gauge",
-            "Active bindings (phones: an AOR at one network) per group.",
         )
-        for g in stats[:MAX_GROUP_SERIES]:
-            labels = [("group_type", g.group_type), ("group", g.group)]
-            w.sample("regstate_alerting_group_active_bindings", g.active, labels)
-        w.family("regstate_alerting_group_down_bindings", "gauge", "Lost, not yet back, per group.")
-        for g in stats[:MAX_GROUP_SERIES]:
-            labels = [("group_type", g.group_type), ("group", g.group)]
-            w.sample("regstate_alerting_group_down_bindings", g.down, labels)
-        w.family("regstate_alerting_records_total", "counter", "Records read, by input.")
-        for role, n in sorted(self.records.items()):
-            w.sample("regstate_alerting_records_total", n, [("input", role)])
-        w.family("regstate_alerting_decode_errors_total", "counter", "Records skipped, by input.")
-        for role, n in sorted(self.decode_errors.items()):
-            w.sample("regstate_alerting_decode_errors_total", n, [("input", role)])
-        w.family("regstate_alerting_watermark_ms", "gauge", "Event-time watermark.")
-        w.sample("regstate_alerting_watermark_ms", self.watermark or 0)
-        w.family("regstate_alerting_input_idle_seconds", "gauge", "Seconds since the last record.")
-        w.sample(
-            "regstate_alerting_input_idle_seconds", (self.clock() - self._last_input_wall) / 1000
-        )
-        w.family("regstate_alerting_sink_errors_total", "counter", "Alert records not delivered.")
-        w.sample("regstate_alerting_sink_errors_total", self.kafka_sink.errors, [("sink", "kafka")])
-        if self.webhook is not None:
-            w.sample(
-                "regstate_alerting_sink_errors_total", self.webhook.failures, [("sink", "webhook")]
-            )
-            w.family("regstate_alerting_webhook_pending", "gauge", "Alerts waiting to be posted.")
-            w.sample("regstate_alerting_webhook_pending", self.webhook.pending)
-        w.family("regstate_alerting_ready", "gauge", "1 once the inputs were read up to the start.")
-        w.sample("regstate_alerting_ready", 1 if self.ready.is_set() else 0)
-        return w.text()
 
     async def start_http(self) -> None:
         """Serve /metrics, /alerts and /healthz."""
 
         async def metrics(request: web.Request) -> web.Response:
-            return web.Response(
-                text=self.render_metrics(), content_type="text/plain", charset="utf-8"
-            )
+            return web.Response(text=self.render_metrics(), headers={"Content-Type": CONTENT_TYPE})
 
         async def alerts(request: web.Request) -> web.Response:
             body = orjson.dumps([alert_to_dict(a) for a in self.detector.open_alerts()])

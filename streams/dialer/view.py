@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -47,6 +47,8 @@ from streams.dialer.store import (
 )
 from streams.log.snapshot import partitions_of
 from streams.log.topics import BINDING_EVENTS, BINDINGS
+from streams.metrics import CONTENT_TYPE
+from streams.metrics.dialer import DialerMetrics, render_metrics
 from streams.settings import Settings
 from streams.webserver import serve
 
@@ -56,65 +58,6 @@ SSE_QUEUE = 1000
 """Events buffered per SSE client; a client that falls further behind is disconnected
 (it reconnects and re-reads the snapshot) rather than growing memory without bound."""
 SSE_KEEPALIVE_S = 15.0
-
-
-@dataclass
-class DialerMetrics:
-    """Counters of one dialer-view process (they restart from zero with it)."""
-
-    records_applied: int = 0
-    """Records of regstate.bindings applied to the store by this process."""
-    records_reread: int = 0
-    """Records delivered below a partition's stored next offset (already applied before a
-    restart); skipped, never re-applied. Stays 0 when resuming works."""
-    resumed_from: dict[int, int] = field(default_factory=dict)
-    """Stored next offset per partition when this process started (0: from the beginning)."""
-    bootstrap_target: dict[int, int] = field(default_factory=dict)
-    """End offset per partition when this process started (the readiness target)."""
-    decode_errors: int = 0
-    batches: int = 0
-    events_pushed: int = 0
-    sse_clients: int = 0
-    sse_dropped: int = 0
-
-
-def render_metrics(m: DialerMetrics, *, ready: bool, rows: int) -> str:
-    """Prometheus text (format 0.0.4)."""
-    lines: list[str] = []
-
-    def fam(name: str, kind: str, text: str) -> None:
-        lines.append(f"# HELP {name} {text}")
-        lines.append(f"# TYPE {name} {kind}")
-
-    fam("regstate_dialer_records_applied_total", "counter", "Records of bindings applied.")
-    lines.append(f"regstate_dialer_records_applied_total {m.records_applied}")
-    fam(
-        "regstate_dialer_records_reread_total",
-        "counter",
-        "Records delivered again below the stored offset after a restart (skipped).",
-    )
-    lines.append(f"regstate_dialer_records_reread_total {m.records_reread}")
-    fam("regstate_dialer_decode_errors_total", "counter", "Records that were not an AorState.")
-    lines.append(f"regstate_dialer_decode_errors_total {m.decode_errors}")
-    fam("regstate_dialer_batches_total", "counter", "Transactions committed.")
-    lines.append(f"regstate_dialer_batches_total {m.batches}")
-    fam("regstate_dialer_resumed_from_offset", "gauge", "Stored next offset at start.")
-    for p, o in sorted(m.resumed_from.items()):
-        lines.append(f'regstate_dialer_resumed_from_offset{{partition="{p}"}} {o}')
-    fam("regstate_dialer_bootstrap_target_offset", "gauge", "End offset seen at start.")
-    for p, o in sorted(m.bootstrap_target.items()):
-        lines.append(f'regstate_dialer_bootstrap_target_offset{{partition="{p}"}} {o}')
-    fam("regstate_dialer_rows", "gauge", "Contact rows stored (lapsed ones included).")
-    lines.append(f"regstate_dialer_rows {rows}")
-    fam("regstate_dialer_events_pushed_total", "counter", "Binding events sent to SSE clients.")
-    lines.append(f"regstate_dialer_events_pushed_total {m.events_pushed}")
-    fam("regstate_dialer_sse_clients", "gauge", "Connected SSE clients.")
-    lines.append(f"regstate_dialer_sse_clients {m.sse_clients}")
-    fam("regstate_dialer_sse_dropped_total", "counter", "SSE clients cut for falling behind.")
-    lines.append(f"regstate_dialer_sse_dropped_total {m.sse_dropped}")
-    fam("regstate_dialer_ready", "gauge", "1 once caught up with the end seen at start.")
-    lines.append(f"regstate_dialer_ready {1 if ready else 0}")
-    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +279,9 @@ class DialerViewService:
         self._writer.apply_batch(records, offsets)
         self.metrics.batches += 1
         self.metrics.records_applied += len(records)
+        now, lag = wall_clock_ms(), self.metrics.apply_lag
+        for rec in records:
+            lag.observe(max(0, now - rec.ts) / 1000)
 
     def _decode(self, m: Any) -> StoreRecord | None:
         if m.key is None:
@@ -479,7 +425,7 @@ class DialerViewService:
         """Prometheus text."""
         rows = self._reader.count_rows() if self._reader is not None else 0
         text = render_metrics(self.metrics, ready=self.ready, rows=rows)
-        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+        return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE})
 
     async def h_healthz(self, request: web.Request) -> web.Response:
         """200 while the process serves."""

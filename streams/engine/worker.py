@@ -341,8 +341,11 @@ class Engine:
 
     async def _fold(self, stream: StreamT[bytes]) -> None:
         """Fold every record of every owned partition, in order (concurrency 1)."""
+        fold_seconds = self.metrics.fold_seconds
         async for event in stream.events():
+            started = time.perf_counter()
             futures = await self._handle(event)
+            fold_seconds.observe(time.perf_counter() - started)
             self.gate.hold(event.message, futures)
 
     async def _handle(self, event: EventT[bytes]) -> list[asyncio.Future[Any]]:
@@ -389,6 +392,7 @@ class Engine:
             futures.append(changelog)
         if folded.events:
             futures.append(await self._send(self.bindings_topic, key, _public(new), out))
+            self.metrics.publish_to_bindings.observe(max(0, self.now_ms() - ev.ts) / 1000)
             for be in folded.events:
                 self.metrics.binding_events[be.event] += 1
                 futures.append(

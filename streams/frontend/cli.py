@@ -18,10 +18,12 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from schemas.events import PROCESS_SEPARATOR
 from streams.frontend.users import UserFileError, load_users, users_path
+from streams.metrics.frontend import MULTIPROC_ENV
 from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -169,9 +172,15 @@ def supervise(settings: Settings, port: int, processes: int) -> int:
     # Created once here: processes racing to create it could read it half written.
     load_secret(secret_file(settings))
     command = [sys.executable, "-m", "streams", "frontend", "--port", str(port)]
+    # One scrape target per node: the processes share prometheus_client's multiprocess
+    # directory (streams.metrics.frontend), fresh per run so no old counts are summed.
+    shared = tempfile.mkdtemp(prefix="regstate-frontend-metrics-")
+    env = {**os.environ, MULTIPROC_ENV: shared}
     children = [
         # Our own interpreter and module: no shell, nothing from outside in argv.
-        subprocess.Popen([*command, "--process-index", str(i)], stdout=subprocess.PIPE)  # noqa: S603
+        subprocess.Popen(  # noqa: S603
+            [*command, "--process-index", str(i)], stdout=subprocess.PIPE, env=env
+        )
         for i in range(processes)
     ]
     stopping = threading.Event()
@@ -209,6 +218,7 @@ def supervise(settings: Settings, port: int, processes: int) -> int:
                 child.wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        shutil.rmtree(shared, ignore_errors=True)
     return 0 if stopping.is_set() and all(c.returncode == 0 for c in children) else 1
 
 
@@ -312,7 +322,9 @@ async def serve(
     web_port = settings.frontend_web_port
     if web_port:
         web_port += prepared.process_index or 0
-    web, web_port = await start_web(node, event_log, settings.web_bind, web_port)
+    web, web_port = await start_web(
+        node, event_log, settings.web_bind, web_port, node_name(settings)
+    )
     print(
         f"listening udp+tcp {settings.sip_bind}:{node.udp_port} node {node.node_id} "
         f"http {settings.web_bind}:{web_port}",

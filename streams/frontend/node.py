@@ -103,6 +103,11 @@ class NodeStats:
     flows_lost: int = 0
     tcp_closed: int = 0
 
+    rejects: dict[str, int] = field(default_factory=dict)
+    """REGISTERs refused, by reason (the reject event's)."""
+    on_register: Callable[[float], None] = field(default=lambda seconds: None, repr=False)
+    """Called with the seconds from a REGISTER received to its 200 (the metrics histogram)."""
+
     def count(self, status: int) -> None:
         self.answered[status] = self.answered.get(status, 0) + 1
 
@@ -298,6 +303,7 @@ class FrontendNode:
                 self._log_nowait(decision, request, source, now, reason="retransmission")
             return
         self.transactions.begin(key, now)
+        started = time.perf_counter()
         try:
             response, status, aor = await self._decide_and_log(request, source, now, flow)
         except Exception:
@@ -306,6 +312,8 @@ class FrontendNode:
         self.transactions.complete(key, self.now_ms(), Answered(response, status, aor))
         self.stats.count(status)
         send(response)
+        if status == 200 and request.method == "REGISTER":
+            self.stats.on_register(time.perf_counter() - started)
 
     async def _decide_and_log(
         self, request: SipRequest, source: Source, now: int, flow: int | None = None
@@ -323,6 +331,8 @@ class FrontendNode:
                 decision.aor,
             )
         if decision.kind == "reject":
+            reason = decision.reason or "unknown"
+            self.stats.rejects[reason] = self.stats.rejects.get(reason, 0) + 1
             self._log_nowait(decision, request, source, now)
             response = self._respond(request, source, decision.status, decision.headers)
             return response, decision.status, decision.aor

@@ -7,54 +7,47 @@ check should send phones elsewhere. ``/healthz`` is 200 while the process runs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Final
+
 import orjson
 from aiohttp import web
 
 from streams.frontend.eventlog import EventLog
 from streams.frontend.node import FrontendNode
-from streams.metrics import PromText
+from streams.metrics import CONTENT_TYPE
+from streams.metrics.frontend import FrontendMetrics
 from streams.webserver import serve
 
-
-def render_metrics(node: FrontendNode) -> str:
-    """Prometheus text of one node process."""
-    s = node.stats
-    own = [("node", node.node_id)]
-    w = PromText()
-    counters = (
-        ("requests", s.received, "SIP requests received (after the source limit)."),
-        ("malformed", s.malformed, "Requests refused by the parser (400 when answerable)."),
-        ("retransmissions", s.retransmissions, "Resent requests answered from the cache."),
-        ("absorbed", s.absorbed, "Resent requests dropped while the first was in progress."),
-        ("expired", s.expired, "Granted bindings this node expired (expire events)."),
-        ("flows_lost", s.flows_lost, "Outbound (RFC 5626) bindings whose TCP flow closed."),
-        ("tcp_closed", s.tcp_closed, "TCP connections closed."),
-        ("rate_limited", node.limiter.dropped, "Packets dropped by the per-source limit or a ban."),
-        ("bans", node.limiter.bans, "Sources banned after repeated auth failures."),
-    )
-    for name, value, text in counters:
-        w.family(f"regstate_frontend_{name}_total", "counter", text)
-        w.sample(f"regstate_frontend_{name}_total", value, own)
-    w.family("regstate_frontend_responses_total", "counter", "Final responses sent, by status.")
-    for status, n in sorted(s.answered.items()):
-        w.sample("regstate_frontend_responses_total", n, [*own, ("status", status)])
-    w.family("regstate_frontend_events_total", "counter", "Events handed to Kafka, by result.")
-    w.sample("regstate_frontend_events_total", s.events, [*own, ("result", "acked")])
-    w.sample("regstate_frontend_events_total", s.event_failures, [*own, ("result", "failed")])
-    w.family("regstate_frontend_bindings", "gauge", "Bindings this node granted and will expire.")
-    w.sample("regstate_frontend_bindings", len(node.bindings), own)
-    w.family("regstate_frontend_event_log_ready", "gauge", "1 while Kafka can take events.")
-    w.sample("regstate_frontend_event_log_ready", 1 if node.event_log.ready else 0, own)
-    return w.text()
+SYNC_INTERVAL_S: Final = 1.0
+"""How often the node's plain counters are copied to the exported ones between scrapes."""
 
 
 async def start_web(
-    node: FrontendNode, event_log: EventLog, host: str, port: int
+    node: FrontendNode, event_log: EventLog, host: str, port: int, node_name: str | None = None
 ) -> tuple[web.AppRunner, int]:
-    """Serve the endpoints on ``host:port`` (0: any free port); returns (runner, bound port)."""
+    """Serve the endpoints on ``host:port`` (0: any free port); returns (runner, bound port).
+
+    ``node_name`` labels the metrics (the node's, not the process's, id)."""
+    exported = FrontendMetrics(node, node_name or node.node_id)
+
+    async def sync_loop() -> None:
+        # Other processes' scrapes read what this one synced last (multiprocess mode).
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL_S)
+            exported.sync()
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=render_metrics(node), content_type="text/plain", charset="utf-8")
+        return web.Response(text=exported.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def start_sync(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(sync_loop())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps({"status": "ok"}), content_type="application/json")
@@ -67,6 +60,7 @@ async def start_web(
         )
 
     app = web.Application()
+    app.cleanup_ctx.append(start_sync)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -1,13 +1,12 @@
-"""Prometheus rendering of the worker's metrics (streams/metrics.py)."""
+"""Prometheus exposition of the worker's metrics (streams/metrics/engine.py)."""
 
 from __future__ import annotations
 
 import re
 
-from streams.metrics import MAX_SKEW_NODES, EngineMetrics, render
+from prometheus_client.parser import text_string_to_metric_families
 
-# A label value is any run of escaped characters or non-quote, non-backslash ones.
-SAMPLE = re.compile(r'^[a-z_]+(\{([a-z_]+="(\\.|[^"\\])*",?)+\})? -?\d+(\.\d+)?$')
+from streams.metrics import MAX_SKEW_NODES, EngineMetrics, catalogue, render
 
 
 def _metrics() -> EngineMetrics:
@@ -23,52 +22,66 @@ def _metrics() -> EngineMetrics:
     m.observe_skew("fe1", 25)
     m.observe_skew('fe"2', 7)
     m.expires_sent = 4
+    m.fold_seconds.observe(0.0003)
+    m.publish_to_bindings.observe(0.02)
     return m
 
 
-def _parse(text: str) -> dict[str, float]:
+def _samples(text: str) -> dict[str, float]:
     out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
     return out
 
 
-def test_every_line_is_valid_exposition_format() -> None:
-    text = render(_metrics(), worker="w1", lag={0: 5, 1: 0}, bindings={0: 10}, ready=True)
-    assert text.endswith("\n")
-    for line in text.splitlines():
-        if line.startswith("# HELP ") or line.startswith("# TYPE "):
-            continue
-        assert SAMPLE.match(line), line
-
-
-def test_counters_and_gauges_have_the_expected_values() -> None:
+def test_counters_gauges_and_histograms_have_the_expected_values() -> None:
     text = render(_metrics(), worker="w1", lag={0: 5, 1: 0}, bindings={0: 10, 1: 2}, ready=False)
-    v = _parse(text)
+    v = _samples(text)
     assert v['regstate_events_folded_total{kind="register",outcome="applied"}'] == 3
-    assert v["regstate_stale_total"] == 1
-    assert v["regstate_duplicate_total"] == 2
+    assert v['regstate_events_folded_total{kind="register",outcome="duplicate"}'] == 1
     assert v['regstate_deadletters_total{reason="not_msgpack"}'] == 2
     assert v['regstate_binding_events_total{event="registered"}'] == 3
-    assert v['regstate_clock_skew_ms{node="fe1"}'] == 25
-    assert v['regstate_clock_skew_max_abs_ms{node="fe1"}'] == 40
-    assert v['regstate_clock_skew_ms{node="fe\\"2"}'] == 7
+    assert v['regstate_clock_skew_seconds{node="fe1"}'] == 0.025
+    assert v['regstate_clock_skew_max_abs_seconds{node="fe1"}'] == 0.04
+    assert v['regstate_clock_skew_seconds{node="fe"2"}'] == 0.007
     assert v['regstate_consumer_lag{partition="0"}'] == 5
     assert v['regstate_active_bindings{partition="1"}'] == 2
     assert v["regstate_expires_sent_total"] == 4
     assert v['regstate_ready{worker="w1"}'] == 0
+    assert v["regstate_fold_batch_seconds_count"] == 1
+    assert v['regstate_publish_to_bindings_seconds_bucket{le="0.025"}'] == 1
+    assert v['regstate_publish_to_bindings_seconds_bucket{le="0.01"}'] == 0
+    assert [k for k in v if k.startswith("regstate_build_info{component=\"worker\"")]
 
 
-def test_each_family_is_declared_once_with_help_and_type() -> None:
+def test_no_counter_repeats_another_ones_labels() -> None:
+    """Stale and duplicate counts are outcomes of regstate_events_folded_total only."""
+    text = render(_metrics(), worker="w1", lag={}, bindings={}, ready=True)
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert "regstate_stale" not in names
+    assert "regstate_duplicate" not in names
+
+
+def test_each_family_is_declared_once_with_help_type_and_a_catalogue_entry() -> None:
     text = render(_metrics(), worker="w1", lag={}, bindings={}, ready=True)
     types = re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M)
     helps = re.findall(r"^# HELP (\S+) ", text, re.M)
     names = [n for n, _ in types]
     assert len(names) == len(set(names)) == len(helps)
-    assert all(kind in ("counter", "gauge") for _, kind in types)
-    assert all(n.endswith("_total") for n, kind in types if kind == "counter")
+    known = catalogue()
+    for name, kind in types:
+        assert name in known, name
+        assert known[name].kind == kind
+
+
+def test_registries_are_per_instance() -> None:
+    """Two engines in one process (tests) count separately."""
+    a, b = EngineMetrics(), EngineMetrics()
+    a.fold_seconds.observe(1.0)
+    text = render(b, worker="w", lag={}, bindings={}, ready=True)
+    assert _samples(text)["regstate_fold_batch_seconds_count"] == 0
 
 
 def test_skew_tracks_a_bounded_number_of_nodes() -> None:
