@@ -65,22 +65,23 @@ import json, sys, time, urllib.error, urllib.parse, urllib.request
 aors = [f"sip:{1001 + i}@pbx.example.com" for i in range(10)]
 aors += [f"sip:agent{i:04d}@regstate" for i in range(int(sys.argv[1]))]
 def get(aor):
+    """(state, None) for a registered AOR; (None, why) from the 404 body otherwise."""
     url = "http://127.0.0.1:$REGSTATE_WEB_PORT/v1/aors/" + urllib.parse.quote(aor, safe=":@")
     try:
-        return json.load(urllib.request.urlopen(url, timeout=5))
+        return json.load(urllib.request.urlopen(url, timeout=5)), None
     except urllib.error.HTTPError as e:
         if e.code == 404:
-            return None
+            return None, json.load(e).get("why", "not registered")
         raise
 # The phones' events travel front-end -> Kafka -> worker: wait until they show.
 deadline = time.monotonic() + 60
-while time.monotonic() < deadline and get(aors[-1]) is None:
+while time.monotonic() < deadline and get(aors[-1])[0] is None:
     time.sleep(0.5)
 now = time.time() * 1000
 for aor in aors:
-    state = get(aor)
+    state, why = get(aor)
     if state is None:
-        print(f"{aor:36}  not registered")
+        print(f"{aor:36}  {why}")  # e.g. "not registered: wrong password, 3 failed attempts since 08:01"
         continue
     for c in state["contacts"]:
         src = c["source"] or {}

@@ -14,6 +14,8 @@ from types import TracebackType
 from typing import Any
 
 from processors.dialer import EMPTY_SERVER_MAP, Expectation, ServerMap, extension_of, is_aor
+from processors.why import not_registered_line
+from schemas.codec import state_from_dict
 from streams.dialer.store import (
     AorInfo,
     BindingRow,
@@ -174,6 +176,10 @@ def render_text(key: str, reports: list[AorReport]) -> tuple[str, int]:
             )
         else:
             lines.append(f"{rep.aor}: does not ring: no binding{health_text}")
+        if health is not None:
+            # The same line as the worker's 404 and ./dev run (processors.why).
+            h = state_from_dict({"aor": rep.aor, "health": health}).health
+            lines.append(f"  {not_registered_line(h)}")
     return "\n".join(lines) + "\n", 0 if ringing else 1
 
 

@@ -58,6 +58,7 @@ from processors.fold import fold_event
 from processors.outcomes import Outcome
 from processors.problems import problems_response
 from processors.sipuri import AorError, canonical_aor
+from processors.why import not_found_body
 from schemas import AorState, decode_state, encode_binding_event, encode_event, encode_state
 from streams.log.deadletter import DeadLetter, DeadLetterPolicy
 from streams.log.routing import cached_partition, kafka_partition, owner_of, same_worker
@@ -662,7 +663,8 @@ class Engine:
         state = None if raw is None else decode_state(raw)
         active = None if state is None else state.only_active(self.now_ms())
         if active is None or not active.contacts:
-            return view.json({"error": "not_found", "aor": canonical}, status=404)
+            # Issue 16 point 6: the 404 says why (the AOR's last health).
+            return view.json(not_found_body(canonical, state), status=404)
         return view.bytes(
             encode_state(active, internal=False), content_type="application/json", status=200
         )

@@ -37,7 +37,7 @@ def free_port() -> int:
 
 def metric(text: str, name: str) -> int:
     total = 0
-    for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\d+)$", text, re.M):
+    for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\d+)(?:\.0)?$", text, re.M):
         total += int(m.group(1))
     return total
 

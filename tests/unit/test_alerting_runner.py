@@ -140,9 +140,9 @@ async def test_records_in_ticks_out_metrics_shown() -> None:
     text = runner.render_metrics()
     assert 'regstate_alerting_open_alerts{kind="mass_drop"} 0' in text
     assert (
-        'regstate_alerting_group_active_bindings{group_type="net",group="10.9.1.0/24"} 30' in text
+        'regstate_alerting_group_active_bindings{group="10.9.1.0/24",group_type="net"} 30' in text
     )
-    assert 'regstate_alerting_alert_changes_total{kind="mass_drop",change="fired"} 1' in text
+    assert 'regstate_alerting_alert_changes_total{change="fired",kind="mass_drop"} 1' in text
     assert 'regstate_alerting_records_total{input="registrations"}' in text
 
 

@@ -53,7 +53,7 @@ def test_counters_gauges_and_histograms_have_the_expected_values() -> None:
     assert v["regstate_fold_batch_seconds_count"] == 1
     assert v['regstate_publish_to_bindings_seconds_bucket{le="0.025"}'] == 1
     assert v['regstate_publish_to_bindings_seconds_bucket{le="0.01"}'] == 0
-    assert [k for k in v if k.startswith("regstate_build_info{component=\"worker\"")]
+    assert [k for k in v if k.startswith('regstate_build_info{component="worker"')]
 
 
 def test_no_counter_repeats_another_ones_labels() -> None:
