@@ -135,9 +135,18 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
         wait_until(lambda: b"processes 2" in fe_log.read_bytes(), 60, 0.2, "front-end up")
         sim = subprocess.run(
             [
-                sys.executable, "-m", "streams", "simulate", "--phones", str(PHONES),
-                "--server", f"127.0.0.1:{sip_port}", "--prefix", "m", "--no-unregister",
-            ],  # fmt: skip
+                sys.executable,
+                "-m",
+                "streams",
+                "simulate",
+                "--phones",
+                str(PHONES),
+                "--server",
+                f"127.0.0.1:{sip_port}",
+                "--prefix",
+                "m",
+                "--no-unregister",
+            ],
             env={**os.environ, **fe_env},
             capture_output=True,
             timeout=120,
@@ -147,10 +156,20 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
         # One phone with a wrong password: the rejects counter gets its reason label.
         wrong = subprocess.run(
             [
-                sys.executable, "-m", "streams", "simulate", "--phones", "1",
-                "--server", f"127.0.0.1:{sip_port}", "--prefix", "m",
-                "--wrong-password-share", "1", "--no-unregister",
-            ],  # fmt: skip
+                sys.executable,
+                "-m",
+                "streams",
+                "simulate",
+                "--phones",
+                "1",
+                "--server",
+                f"127.0.0.1:{sip_port}",
+                "--prefix",
+                "m",
+                "--wrong-password-share",
+                "1",
+                "--no-unregister",
+            ],
             env={**os.environ, **fe_env},
             capture_output=True,
             timeout=120,
