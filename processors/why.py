@@ -55,7 +55,7 @@ def why_not_registered(health: Health) -> str:
         word = AUTH_WORDS.get(reject.reason, reject.reason)
         return f"last REGISTER refused at {hhmm(reject.ts)}: {reject.status} {word}"
     if h.state == "registered":
-        return f"binding lapsed (registered since {hhmm(h.since)}, not yet swept)"
+        return f"no active contact (registered since {hhmm(h.since)}, then lapsed or removed)"
     if h.since:
         return f"unregistered since {hhmm(h.since)}"
     return "never registered"

@@ -29,7 +29,7 @@ echo "== sipp"
 bash scripts/sipp-install.sh
 # Metrics and rules are linted with a real promtool (Debian prometheus).
 echo "== promtool"
-bash scripts/promtool-install.sh
+bash scripts/prometheus-tools-install.sh
 
 # The dialer view's MariaDB store is tested against a real MariaDB (Debian
 # mariadb-server, installed on first use). REGSTATE_SKIP_MARIADB=1 skips it.

@@ -35,8 +35,9 @@ import orjson
 
 from processors.audit import Divergence, compare
 from processors.explain import iso_ms
-from streams.analysis.replay_kafka import EXIT_CANNOT_READ, kafka_errors, time_arg
+from streams.analysis.replay_kafka import EXIT_CANNOT_READ, kafka_errors
 from streams.analysis.timeline import NOWHERE, ReplayRun
+from streams.cliutil import add_time_argument
 from streams.settings import Settings
 
 EXIT_DIVERGENT: Final = 1
@@ -58,13 +59,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "2 when Kafka cannot be read."
         ),
     )
-    parser.add_argument(
-        "--at",
-        type=time_arg,
-        default=None,
-        metavar="TIME",
-        help="compare contacts active at TIME (ms or ISO 8601 with timezone; default now)",
-    )
+    add_time_argument(parser, "--at", "compare contacts active at TIME (default now)", default=None)
     parser.add_argument(
         "--wait-ms",
         type=int,

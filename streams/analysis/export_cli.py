@@ -26,8 +26,8 @@ from streams.analysis.replay_kafka import (
     EXIT_CANNOT_READ,
     read_kafka,
     reader_from_args,
-    time_arg,
 )
+from streams.cliutil import add_time_argument
 from streams.settings import Settings
 
 
@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "a time, export without --since."
         ),
     )
-    parser.add_argument("--since", type=time_arg, default=None, metavar="TIME")
-    parser.add_argument("--until", type=time_arg, default=None, metavar="TIME")
+    add_time_argument(parser, "--since", "first event time of the window", default=None)
+    add_time_argument(parser, "--until", "last event time of the window", default=None)
     parser.add_argument(
         "--aor", action="append", default=None, metavar="AOR", help="only this AOR (repeatable)"
     )

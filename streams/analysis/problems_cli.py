@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -30,6 +29,7 @@ from processors.problems import (
 from processors.replay import Table, replay
 from schemas import AorState, decode_state
 from streams.analysis.replay_cli import good_events
+from streams.cliutil import add_format_argument, table_time
 from streams.log.jsonl import display_name, read_events
 from streams.settings import Settings
 
@@ -68,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "never registered is a tombstone on regstate.bindings)"
         ),
     )
-    parser.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    add_format_argument(parser, what="the problems")
+    # Before --format: kept so scripts that pass it still work.
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--limit", type=int, default=None, metavar="N", help="at most N entries (oldest first)"
     )
@@ -138,7 +140,7 @@ def _from_topic(settings: Settings, timeout_s: float) -> list[AorState]:
 
 
 def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return table_time(ms)
 
 
 def render_table(entries: Iterable[dict[str, Any]]) -> str:
@@ -189,8 +191,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     selected, total = select(states, wanted, args.limit or len(states) or 1)
     entries = [problem_to_dict(s) for s in selected]
-    if args.json:
+    fmt = "json" if args.json else args.format
+    if fmt == "json":
         sys.stdout.buffer.write(orjson.dumps(entries, option=orjson.OPT_APPEND_NEWLINE))
+    elif fmt == "jsonl":
+        for e in entries:
+            sys.stdout.buffer.write(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE))
     else:
         sys.stdout.write(render_table(entries))
         if total > len(entries):

@@ -14,6 +14,7 @@ from processors.replay import replay
 from schemas import RegistrationEvent
 from streams.analysis import replay_kafka
 from streams.analysis.timeline import dumps_snapshot, render_snapshot
+from streams.cliutil import add_time_argument
 from streams.log.jsonl import LineResult, display_name, read_events
 from streams.settings import Settings
 
@@ -36,13 +37,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="FILE",
         help="JSON Lines file, or - for stdin (default: read Kafka, see below)",
     )
-    parser.add_argument(
+    add_time_argument(
+        parser,
         "--at",
-        type=int,
+        "fold events with ts <= TIME and show contacts active at TIME "
+        "(default: the largest ts in the file)",
         default=None,
-        metavar="MS",
-        help="fold events with ts <= MS and show contacts active at MS "
-        "(ms since the epoch; default: the largest ts in the file)",
     )
     parser.add_argument(
         "--all",
@@ -99,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
             settings.fold_policy(),
             until_ms=args.at,
         )
+    except BrokenPipeError:
+        raise  # stdout closed by the reader: streams.cli ends quietly
     except OSError as exc:
         print(f"regstate replay: cannot read {name}: {exc}", file=sys.stderr)
         return 2

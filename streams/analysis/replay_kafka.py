@@ -35,22 +35,14 @@ from streams.analysis.timeline import (
     ReplayRun,
     TimelineWriter,
     dumps_snapshot,
-    parse_time,
     render_snapshot,
 )
+from streams.cliutil import add_format_argument, add_time_argument
 from streams.settings import Settings
 
 EXIT_OK: Final = 0
 EXIT_BAD_RECORDS: Final = 1
 EXIT_CANNOT_READ: Final = 2
-
-
-def time_arg(text: str) -> int:
-    """argparse type: ms since the epoch, or an ISO 8601 time with a timezone."""
-    try:
-        return parse_time(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,21 +53,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "REGSTATE_BOOTSTRAP_SERVERS). Times: ms since the epoch or ISO 8601 with a "
         "timezone, e.g. 2026-01-01T14:02:00Z.",
     )
-    group.add_argument(
+    add_time_argument(
+        group,
         "--until",
-        type=time_arg,
-        default=None,
-        metavar="TIME",
-        help="fold events with ts <= TIME and show contacts active at TIME "
+        "fold events with ts <= TIME and show contacts active at TIME "
         "(same as --at; default: the largest ts folded)",
-    )
-    group.add_argument(
-        "--since",
-        type=time_arg,
         default=None,
-        metavar="TIME",
-        help="--timeline: show events with ts >= TIME (the fold still starts at the "
+    )
+    add_time_argument(
+        group,
+        "--since",
+        "--timeline: show events with ts >= TIME (the fold still starts at the "
         "beginning of the log)",
+        default=None,
     )
     group.add_argument(
         "--aor",
@@ -90,12 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print every event of the selected AORs with its outcome, effects and why, "
         "instead of the states",
     )
-    group.add_argument(
-        "--format",
-        choices=("jsonl", "table"),
-        default="jsonl",
-        help="--timeline output: JSON Lines (default) or a readable table",
-    )
+    add_format_argument(group, default="jsonl", what="--timeline output")
     group.add_argument(
         "--skew-ms",
         type=int,
@@ -159,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
         code = _from_kafka(settings, args, run_)
     if code == EXIT_CANNOT_READ:
         return code
-    if writer is None:
+    if writer is not None:
+        writer.close()
+    else:
         at = run_.snapshot_time()
         snapshot = {} if at is None else render_snapshot(run_.states, at, include_empty=args.all)
         sys.stdout.flush()
@@ -180,6 +167,8 @@ def _from_file(path: str, run_: ReplayRun) -> int:
                 _err(f"{name}:{line_no}: {item}")
             else:
                 run_.feed({"line": line_no}, item)
+    except BrokenPipeError:
+        raise  # stdout closed by the reader (`| head`): streams.cli ends quietly
     except OSError as exc:
         _err(f"cannot read {name}: {exc}")
         return EXIT_CANNOT_READ

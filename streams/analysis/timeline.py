@@ -180,26 +180,37 @@ def _cut(text: str, width: int) -> str:
 
 
 def table_line(entry: Mapping[str, Any]) -> str:
-    """A timeline entry as one fixed-width line (long ids and AORs cut with ``~``)."""
+    """A timeline entry as one line (long ids cut with ``~``; AORs in full, a longer
+    one shifting the rest of its line: a cut AOR cannot be pasted into --aor)."""
     return (
-        f"{entry['time']:<24}  {_position(entry):<12}  {_cut(entry['aor'], 28):<28}  "
+        f"{entry['time']:<24}  {_position(entry):<12}  {entry['aor']:<28}  "
         f"{entry['kind']:<10}  {_cut(entry['id'], 24):<24}  {entry['cseq']:>6}  "
         f"{entry['outcome']:<17}  {entry['version']:>4}  {entry['why']}"
     )
 
 
 class TimelineWriter:
-    """Writes timeline entries as JSON Lines (``jsonl``) or a readable table (``table``)."""
+    """Writes timeline entries as JSON Lines (``jsonl``), a readable table (``table``)
+    or one JSON array (``json``, written by :meth:`close`)."""
 
     def __init__(self, out: TextIO, fmt: str) -> None:
-        if fmt not in ("jsonl", "table"):
+        if fmt not in ("jsonl", "table", "json"):
             raise ValueError(f"unknown timeline format {fmt!r}")
         self.out = out
         self.fmt = fmt
         self.count = 0
+        self._entries: list[dict[str, Any]] = []
+
+    def close(self) -> None:
+        """Finish the output (the ``json`` array; nothing to do for the others)."""
+        if self.fmt == "json":
+            self.out.write(orjson.dumps(self._entries, option=orjson.OPT_INDENT_2).decode())
+            self.out.write("\n")
 
     def __call__(self, entry: dict[str, Any]) -> None:
-        if self.fmt == "jsonl":
+        if self.fmt == "json":
+            self._entries.append(entry)
+        elif self.fmt == "jsonl":
             self.out.write(orjson.dumps(entry).decode())
             self.out.write("\n")
         else:

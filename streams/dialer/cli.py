@@ -26,6 +26,7 @@ from processors.dialer import (
     parse_node_map_csv,
     parse_phones_csv,
 )
+from streams.cliutil import add_format_argument, add_time_argument
 from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -86,8 +87,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     w.add_argument("key", help="extension (user part, e.g. 1001) or AOR (sip:1001@pbx)")
     _add_common(w)
-    w.add_argument("--at", type=int, help="time to judge expiry at, ms since the epoch (now)")
-    w.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_time_argument(w, "--at", "time to judge expiry at (default now)")
+    add_format_argument(w, choices=("table", "json"), what="the answer")
+    # Before --format: kept so scripts that pass it still work.
+    w.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    w.add_argument(
+        "--from-topic",
+        action="store_true",
+        help="read regstate.bindings to its end instead of a dialer view's store "
+        "(slower; for a host without a dialer view)",
+    )
     w.set_defaults(func=run_where)
 
 
@@ -175,19 +184,27 @@ def run_where(args: argparse.Namespace) -> int:
         dsn = MysqlDsn.parse(settings.dialer_dsn)
         store = MysqlBindingStore(dsn, read_only=True)
         origin = f"dialer view database {dsn.database} on {dsn.host}:{dsn.port}"
+    elif args.from_topic:
+        store = _store_from_topic(settings)
+        origin = f"topic {settings.topic('bindings')}"
     elif Path(path).exists():
         store = SqliteBindingStore(path, read_only=True)
         origin = f"dialer view file {path}"
     else:
-        store = _store_from_topic(settings)
-        origin = f"topic {settings.topic('bindings')} (no dialer view file at {path})"
+        # No silent fallback to Kafka: a mistyped --db must not answer from elsewhere.
+        print(
+            f"regstate where: no dialer view file at {path} (--db, REGSTATE_DIALER_DB); "
+            "run `regstate dialer-view`, or pass --from-topic to read regstate.bindings",
+            file=sys.stderr,
+        )
+        return 2
     try:
         now = wall_clock_ms() if args.at is None else args.at
         reports = build_reports(store, args.key, server_map, now)
     finally:
         store.close()
     text, code = render_text(args.key, reports)
-    if args.json:
+    if args.json or args.format == "json":
         sys.stdout.write(
             orjson.dumps(
                 {

@@ -7,7 +7,6 @@ while the dialer view runs, or after it stopped.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -16,6 +15,7 @@ from typing import Any
 from processors.dialer import EMPTY_SERVER_MAP, Expectation, ServerMap, extension_of, is_aor
 from processors.why import not_registered_line
 from schemas.codec import state_from_dict
+from streams.cliutil import table_time
 from streams.dialer.store import (
     AorInfo,
     BindingRow,
@@ -109,11 +109,8 @@ def build_reports(
 
 
 def fmt_ms(ms: int | None) -> str:
-    """An epoch-ms time as ISO 8601 UTC to the second, ``?`` when unknown."""
-    if ms is None:
-        return "?"
-    t = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """An epoch-ms time in the one table format of the CLI, ``?`` when unknown."""
+    return "?" if ms is None else table_time(ms)
 
 
 def _check_text(e: Expectation) -> str:

@@ -51,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         default=0.0,
         help="share of phones with a bad password",
     )
-    parser.add_argument("--no-unregister", action="store_true")
+    parser.add_argument(
+        "--no-unregister", action="store_true", help="leave the phones registered at the end"
+    )
     parser.add_argument("--bind", default="127.0.0.1", help="local address of the phones")
     parser.add_argument(
         "--create-users", action="store_true", help="add the phones' users to the user file"

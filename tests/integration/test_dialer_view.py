@@ -174,13 +174,17 @@ async def test_where_reads_file_or_topic(
     monkeypatch.setenv("REGSTATE_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("REGSTATE_TOPIC_PREFIX", settings.topic_prefix)
     monkeypatch.setenv("REGSTATE_DIALER_DB", str(db))
-    # No file yet: read from regstate.bindings directly (in a thread: it runs its own loop).
+    # No file yet: an error naming it, never a silent answer from elsewhere (issue 16).
     code = await asyncio.to_thread(main, ["where", ext, "--at", str(now)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "" and str(db) in captured.err
+    # --from-topic reads regstate.bindings (in a thread: it runs its own loop).
+    code = await asyncio.to_thread(main, ["where", ext, "--at", str(now), "--from-topic"])
     out = capsys.readouterr().out
     assert code == 0 and "from topic" in out and uri in out
     async with running(settings, db, now):
         pass
-    code = await asyncio.to_thread(main, ["where", aor, "--at", str(now), "--json"])
+    code = await asyncio.to_thread(main, ["where", aor, "--at", str(now), "--format", "json"])
     body = orjson.loads(capsys.readouterr().out)
     assert code == 0 and body["source"].startswith("dialer view file")
     assert uri in {c["contact_uri"] for c in body["aors"][0]["contacts"]}

@@ -225,8 +225,12 @@ def _all(system: System) -> dict[str, str]:
 def test_promtool_finds_nothing_to_lint_in_any_live_metrics(system: System) -> None:
     if PROMTOOL is None:
         if os.environ.get("CI"):
-            pytest.fail("promtool missing: scripts/promtool-install.sh (scripts/test.sh runs it)")
-        pytest.skip("promtool (Debian prometheus) not installed: scripts/promtool-install.sh")
+            pytest.fail(
+                "promtool missing: scripts/prometheus-tools-install.sh (scripts/test.sh runs it)"
+            )
+        pytest.skip(
+            "promtool (Debian prometheus) not installed: scripts/prometheus-tools-install.sh"
+        )
     for name, text in _all(system).items():
         result = subprocess.run(
             [PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True, check=False

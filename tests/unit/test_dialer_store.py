@@ -162,7 +162,7 @@ def test_reports_and_text_say_why_not(store: SqliteBindingStore, tmp_path: Path)
     assert code == 1 and "expired at" in text
     store.apply_batch([rec(gone, None, T0 - 2000)], {(TOPIC, 0): 3})
     text, code = render_text(gone, build_reports(store, gone, _map(), T0))
-    assert code == 1 and "unregistered/expired since 2025-12-31T23:59:58Z" in text
+    assert code == 1 and "unregistered/expired since 2025-12-31T23:59:58.000Z" in text
     text, code = render_text("4242", build_reports(store, "4242", _map(), T0))
     assert code == 1 and "no binding" in text
     # The read-only Python API over the same file.
