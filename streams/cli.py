@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
-from streams.settings import SettingsError
+from streams import logsetup
+from streams.settings import Settings, SettingsError
 
 # Imported lazily so `regstate replay` does not pay for importing Faust.
 DEV_KAFKA = "devkafka.cli"
@@ -92,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        settings = Settings.from_env()
+        logsetup.setup(settings.log_level, settings.log_format)
         code: int = args.func(args)
     except SettingsError as exc:
         print(f"regstate: configuration error: {exc}", file=sys.stderr)

@@ -93,7 +93,10 @@ class Settings:
     profile: str = ""
     """Worker: when set, a path; the worker writes a cProfile of its run there on exit."""
     log_level: str = "info"
-    """Worker: log level (``debug``, ``info``, ``warning``, ``error``)."""
+    """Every command: log level (``debug``, ``info``, ``warning``, ``error``)."""
+    # -- logging (issue 16): one setup for every command, streams/logsetup.py
+    log_format: str = "text"
+    """Every command: log lines as ``text`` or ``json`` (one object per line, for shippers)."""
     dialer_db: str = ""
     """Dialer view: its SQLite file; empty means ``<data_dir>/dialer-view.sqlite3``."""
     dialer_web_port: int = 6070
@@ -193,6 +196,8 @@ class Settings:
                 f"REGSTATE_MAX_CONTACTS_POLICY={self.max_contacts_policy!r}: "
                 "use 'reject' or 'evict_oldest'"
             )
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"REGSTATE_LOG_FORMAT={self.log_format!r}: use text or json")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise SettingsError(
                 f"REGSTATE_LOG_LEVEL={self.log_level!r}: use debug, info, warning or error"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -97,7 +96,4 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"regstate alerting: configuration error: {exc}")
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
     return asyncio.run(_main(settings))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -150,9 +149,6 @@ def run_dialer_view(args: argparse.Namespace) -> int:
     """Run the dialer view until SIGTERM/SIGINT (exit 0)."""
     settings = settings_from(args)
     server_map = load_server_map(settings.dialer_phones, settings.dialer_node_map)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
     return asyncio.run(_serve(settings, server_map))
 
 

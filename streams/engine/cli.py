@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         loglevel=settings.log_level.upper(),
         quiet=True,
         redirect_stdouts=False,
+        # streams.logsetup configured logging already (REGSTATE_LOG_FORMAT).
+        override_logging=False,
     )
     profiler: cProfile.Profile | None = None
     if settings.profile:

@@ -130,9 +130,6 @@ def algorithms(settings: Settings) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     """Run the node until a signal."""
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
     port = settings.sip_port if args.port is None else args.port
     processes = settings.sip_processes if args.processes is None else args.processes
     if args.process_index is None and processes != 1:

@@ -14,12 +14,14 @@ a dialer view and the alerting runner. Checked:
   HEP ingest, not started here), so the dashboard and rules test, which checks
   queries against the catalogue, checks them against what processes export;
 * the worker's 404 for the sample's wrong-password phone (sip:1007) names
-  ``auth_failing`` and its failed attempts (issue 16, point 6).
+  ``auth_failing`` and its failed attempts (issue 16, point 6);
+* with ``REGSTATE_LOG_FORMAT=json`` every process logs JSON objects only.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -84,6 +86,7 @@ def samples(text: str) -> dict[str, float]:
 
 @dataclass
 class System:
+    logs: Path
     worker: Worker
     frontend_ports: tuple[int, int]
     dialer_port: int
@@ -105,7 +108,14 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
 def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     tmp = tmp_path_factory.mktemp("metrics")
     prefix = unique_name("metrics") + "."
-    env = engine_env(kafka_bootstrap, prefix, tmp / "data", worker_id="mw", web_port=free_port())
+    env = engine_env(
+        kafka_bootstrap,
+        prefix,
+        tmp / "data",
+        worker_id="mw",
+        web_port=free_port(),
+        log_format="json",
+    )
     settings = settings_of(env)
     ensure(settings)
     lines = (PROJECT_ROOT / "samples" / "sample.jsonl").read_text().splitlines()
@@ -201,7 +211,7 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
             0.2,
             "alerting ready",
         )
-        yield System(worker, (web_port, web_port + 1), dialer_port, alerting_port)
+        yield System(tmp, worker, (web_port, web_port + 1), dialer_port, alerting_port)
     finally:
         for p in procs:
             p.terminate()
@@ -288,3 +298,18 @@ def test_the_404_of_the_wrong_password_phone_says_why(system: System) -> None:
         "aor": "sip:nobody-ever@pbx.example.com",
         "why": "not registered: no record of this AOR",
     }
+
+
+TEXT_LOG_LINE = re.compile(r"^\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d.*(DEBUG|INFO|WARN|ERROR)")
+
+
+def test_every_process_logs_json_lines(system: System) -> None:
+    """REGSTATE_LOG_FORMAT=json: log records are JSON objects; no text log line is left
+    (the front-end's `listening` lines are its stdout protocol, not logs)."""
+    for name in ("worker.log", "frontend.log", "dialer.log", "alerting.log"):
+        lines = (system.logs / name).read_text(errors="replace").splitlines()
+        records = [orjson.loads(line) for line in lines if line.startswith("{")]
+        assert records, name
+        assert all({"ts", "level", "logger", "msg"} <= r.keys() for r in records), name
+        text_logs = [line for line in lines if TEXT_LOG_LINE.match(line)]
+        assert text_logs == [], (name, text_logs[:5])
