@@ -33,6 +33,7 @@ SUBCOMMAND_MODULES = (
     "streams.frontend.cli",
     "streams.frontend.simulate_cli",
     "streams.dialer.cli",
+    "streams.completion_cli",
 )
 
 
