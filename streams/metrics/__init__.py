@@ -20,7 +20,6 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Final
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
@@ -41,14 +40,6 @@ FOLD_BUCKETS: Final = (
 """One fold batch: tens of µs per record up to a slow table read."""
 LAG_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Time through Kafka from one stage to the next (ms when healthy, s when behind)."""
-
-
-def version() -> str:
-    """The installed distribution's version (``0+unknown`` when run from a bare tree)."""
-    try:
-        return metadata.version("regstate")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 @dataclass(frozen=True)
@@ -85,6 +76,8 @@ class BuildInfo(Collector):
 
     def __init__(self, component: str) -> None:
         self.component = component
+        from streams.cli import version  # the one version lookup (regstate --version)
+
         self.values = [version(), platform.python_version(), component]
 
     def collect(self) -> Iterator[Metric]:
