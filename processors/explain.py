@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from processors.fold import Folded, _distinct_contacts, _find
+from processors.fold import Folded, distinct_contacts, find_binding
 from processors.outcomes import Outcome
 from processors.policy import DEFAULT_POLICY, FoldPolicy
 from processors.sipuri import uri_equal
@@ -92,8 +92,8 @@ def _stale_binding(before: AorState, event: RegistrationEvent) -> Binding | None
     # list (a later Contact of the same request may address what an earlier one set).
     contacts = list(before.contacts)
     touched: set[str] = set()
-    for key, _flow, entry in _distinct_contacts(event.contacts):
-        i = _find(contacts, entry, key)
+    for key, _flow, entry in distinct_contacts(event.contacts):
+        i = find_binding(contacts, entry, key)
         old = contacts[i] if i >= 0 else None
         if old is not None:
             key = old.key

@@ -101,7 +101,7 @@ class _Emitter:
         )
 
 
-def _find(contacts: list[Binding], entry: ContactEntry, key: str) -> int:
+def find_binding(contacts: list[Binding], entry: ContactEntry, key: str) -> int:
     """Index of the binding this Contact addresses (R2), or -1."""
     flow = entry.instance is not None and entry.reg_id is not None
     # The exact key first: RFC comparison is not transitive, so a URI may be
@@ -118,7 +118,7 @@ def _find(contacts: list[Binding], entry: ContactEntry, key: str) -> int:
     return -1
 
 
-def _distinct_contacts(
+def distinct_contacts(
     entries: tuple[ContactEntry, ...],
 ) -> list[tuple[str, bool, ContactEntry]]:
     """(key, is_flow, entry) per binding the request addresses; a repeated key: last wins."""
@@ -156,8 +156,8 @@ def _register(
     touched: set[str] = set()
     ts = event.ts
     resort = False
-    for key, flow, entry in _distinct_contacts(event.contacts):
-        i = _find(contacts, entry, key)
+    for key, flow, entry in distinct_contacts(event.contacts):
+        i = find_binding(contacts, entry, key)
         old = contacts[i] if i >= 0 else None
         if old is not None:
             # The binding keeps its identity when the phone writes its Contact

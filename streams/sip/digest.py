@@ -92,7 +92,7 @@ class Credentials:
     opaque: str | None = None
 
 
-def _auth_params(text: str) -> dict[str, str]:
+def auth_params(text: str) -> dict[str, str]:
     """``name=value`` pairs separated by commas; values may be quoted (with commas inside)."""
     params: dict[str, str] = {}
     i, n = 0, len(text)
@@ -136,7 +136,7 @@ def parse_authorization(value: str) -> Credentials | None:
     scheme, _, rest = value.strip(" \t").partition(" ")
     if scheme.lower() != "digest":
         return None
-    p = _auth_params(rest)
+    p = auth_params(rest)
     missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in p]
     if missing:
         raise DigestError(f"Digest credentials lack {', '.join(missing)}")

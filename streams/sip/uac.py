@@ -10,7 +10,7 @@ import itertools
 import uuid
 from dataclasses import dataclass, field
 
-from streams.sip.digest import _auth_params, compute_ha1, compute_response
+from streams.sip.digest import auth_params, compute_ha1, compute_response
 
 _branches = itertools.count(1)
 
@@ -110,7 +110,7 @@ class Phone:
         if isinstance(challenges, str):
             challenges = [challenges]
         for challenge in challenges:
-            params = _auth_params(challenge.split(" ", 1)[1])
+            params = auth_params(challenge.split(" ", 1)[1])
             offered = params.get("algorithm", "MD5").upper()
             if offered in ("MD5", "SHA-256") and algorithm in (None, offered):
                 algorithm = offered
