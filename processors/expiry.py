@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from schemas import AorState, Binding, RegistrationEvent
+from schemas import AorState, Binding, RegistrationEvent, ending_event
 
 NODE_PREFIX: Final = "engine:"
 
@@ -78,9 +78,8 @@ def expire_event(
     ``ts`` is now; the fold removes the binding only if call_id and cseq still
     match and ts is at or past the expiry, so a late or repeated expire is a no-op.
     """
-    return RegistrationEvent(
-        kind="expire",
-        id=f"{node}:{seq}",
+    return ending_event(
+        "expire",
         node=node,
         seq=seq,
         ts=now_ms,

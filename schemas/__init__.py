@@ -14,7 +14,14 @@ from schemas.codec import (
     state_from_dict,
     state_to_dict,
 )
-from schemas.events import SCHEMA_VERSION, ContactEntry, RegistrationEvent, Source
+from schemas.events import (
+    SCHEMA_VERSION,
+    ContactEntry,
+    RegistrationEvent,
+    Source,
+    ending_event,
+    event_id,
+)
 from schemas.state import AorState, Binding, BindingEvent, Health, Reject
 
 __all__ = [
@@ -35,7 +42,9 @@ __all__ = [
     "encode_event",
     "encode_event_json",
     "encode_state",
+    "ending_event",
     "event_from_mapping",
+    "event_id",
     "event_to_dict",
     "state_from_dict",
     "state_to_dict",

@@ -20,6 +20,7 @@ from schemas.events import (
     ContactEntry,
     RegistrationEvent,
     Source,
+    event_id,
 )
 from schemas.state import AorState, Binding, BindingEvent, Health, Reject
 
@@ -151,7 +152,7 @@ def _fast_event(m: dict[str, Any]) -> RegistrationEvent:
     kind = m["kind"]
     node = m["node"]
     seq = m["seq"]
-    event_id = m["id"]
+    ev_id = m["id"]
     ts = m["ts"]
     aor = m["aor"]
     call_id = m["call_id"]
@@ -166,7 +167,7 @@ def _fast_event(m: dict[str, Any]) -> RegistrationEvent:
         or type(aor) is not str
         or type(call_id) is not str
         or type(cseq) is not int
-        or event_id != f"{node}:{seq}"
+        or ev_id != event_id(node, seq)
         or ":" not in aor
     ):
         raise _Invalid("slow", "")
@@ -206,7 +207,7 @@ def _fast_event(m: dict[str, Any]) -> RegistrationEvent:
         ):
             raise _Invalid("slow", "")
         return RegistrationEvent(
-            "register", event_id, node, seq, ts, aor, call_id, cseq,
+            "register", ev_id, node, seq, ts, aor, call_id, cseq,
             tuple(contacts), wildcard, expires_h, source, user_agent, path_t, None, None, None, raw,
         )  # fmt: skip
     raise _Invalid("slow", "")
@@ -237,16 +238,16 @@ def _checked_event(m: object) -> RegistrationEvent | Rejection:
             raise _Invalid("invalid_value", f"kind {kind!r} is not one of {sorted(KINDS)}")
         node = _req(m, "node", str)
         seq = _req(m, "seq", int)
-        event_id = _req(m, "id", str)
-        if event_id != f"{node}:{seq}":
-            raise _Invalid("invalid_value", f"id {event_id!r} is not '<node>:<seq>' ({node}:{seq})")
+        ev_id = _req(m, "id", str)
+        if ev_id != event_id(node, seq):
+            raise _Invalid("invalid_value", f"id {ev_id!r} is not '<node>:<seq>' ({node}:{seq})")
         aor = _req(m, "aor", str)
         if ":" not in aor:
             raise _Invalid("invalid_value", f"aor {aor!r} is not a URI")
         raw = _cut_raw(_opt(m, "raw", str))
         common: dict[str, Any] = {
             "kind": kind,
-            "id": event_id,
+            "id": ev_id,
             "node": node,
             "seq": seq,
             "ts": _req(m, "ts", int),

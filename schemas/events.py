@@ -74,3 +74,39 @@ class RegistrationEvent(NamedTuple):
     reason: str | None = None
     raw: str | None = None
     v: int = SCHEMA_VERSION
+
+
+def event_id(node: str, seq: int) -> str:
+    """The ``id`` of an event: ``<node>:<seq>`` (the codec refuses any other, D8)."""
+    return f"{node}:{seq}"
+
+
+def ending_event(
+    kind: Literal["expire", "deactivate"],
+    *,
+    node: str,
+    seq: int,
+    ts: int,
+    aor: str,
+    call_id: str,
+    cseq: int,
+    contact: str,
+    reason: str | None,
+) -> RegistrationEvent:
+    """An ``expire`` or ``deactivate`` event: the end of the binding ``contact`` of ``aor``.
+
+    ``call_id`` and ``cseq`` are those of the request that set the binding, so
+    the fold leaves a binding refreshed since alone (R6, D7).
+    """
+    return RegistrationEvent(
+        kind=kind,
+        id=event_id(node, seq),
+        node=node,
+        seq=seq,
+        ts=ts,
+        aor=aor,
+        call_id=call_id,
+        cseq=cseq,
+        contact=contact,
+        reason=reason,
+    )

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from schemas import RegistrationEvent, Source
+from schemas import Source, ending_event
 from streams.frontend.eventlog import EventLog
 from streams.frontend.registrar import Decision, Registrar, build_event
 from streams.frontend.tables import (
@@ -449,9 +449,8 @@ class FrontendNode:
         reason: str | None = None,
     ) -> None:
         seq = self.seq()
-        event = RegistrationEvent(
-            kind=kind,
-            id=f"{self.node_id}:{seq}",
+        event = ending_event(
+            kind,
             node=self.node_id,
             seq=seq,
             ts=now,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from processors.sipuri import AorError, canonical_aor
-from schemas import ContactEntry, RegistrationEvent, Source
+from schemas import ContactEntry, RegistrationEvent, Source, event_id
 from streams.sip.digest import AuthOutcome, DigestAuthenticator
 from streams.sip.message import SipRequest
 from streams.sip.response import ALLOW
@@ -181,7 +181,7 @@ def build_event(
     is_register = kind == "register"
     return RegistrationEvent(
         kind=kind,
-        id=f"{node}:{seq}",
+        id=event_id(node, seq),
         node=node,
         seq=seq,
         ts=ts,

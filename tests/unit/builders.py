@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from processors.fold import Folded, fold_event
 from processors.policy import DEFAULT_POLICY, FoldPolicy
-from schemas.events import ContactEntry, RegistrationEvent, Source
+from schemas.events import ContactEntry, RegistrationEvent, Source, event_id
 from schemas.state import AorState
 
 AOR = "sip:1001@pbx.example.com"
@@ -54,7 +54,7 @@ class Log:
         seq = self._next(node)
         return RegistrationEvent(
             kind="register",
-            id=f"{node}:{seq}",
+            id=event_id(node, seq),
             node=node,
             seq=seq,
             ts=ts,
@@ -83,7 +83,7 @@ class Log:
         seq = self._next(node)
         return RegistrationEvent(
             kind=kind,  # type: ignore[arg-type]
-            id=f"{node}:{seq}",
+            id=event_id(node, seq),
             node=node,
             seq=seq,
             ts=ts,
@@ -125,7 +125,7 @@ class Log:
         seq = self._next(node)
         return RegistrationEvent(
             kind="reject",
-            id=f"{node}:{seq}",
+            id=event_id(node, seq),
             node=node,
             seq=seq,
             ts=ts,

@@ -32,7 +32,9 @@ from schemas import (
     encode_event,
     encode_event_json,
     encode_state,
+    ending_event,
     event_from_mapping,
+    event_id,
 )
 from schemas.codec import MAX_RAW_BYTES, _checked_event, binding_event_from_dict
 from tests.strategies import events, wire_mutations
@@ -791,3 +793,23 @@ def test_front_end_of_names_the_machine_of_a_process(node: str, front_end: str) 
     from schemas.events import front_end_of
 
     assert front_end_of(node) == front_end
+
+
+@pytest.mark.parametrize("kind", ["expire", "deactivate"])
+def test_an_ending_event_carries_the_one_id_format_and_round_trips(kind: str) -> None:
+    ev = ending_event(
+        kind,  # type: ignore[arg-type]
+        node="engine:w1",
+        seq=17,
+        ts=1_700_000_000_000,
+        aor="sip:1001@example.com",
+        call_id="c1",
+        cseq=4,
+        contact="sip:1001@10.0.0.7:5060",
+        reason="expired",
+    )
+    assert ev.id == event_id("engine:w1", 17) == "engine:w1:17"
+    assert decode_event(encode_event(ev)) == ev
+    assert isinstance(
+        decode_event(encode_event(ev._replace(id=event_id("engine:w1", 18)))), Rejection
+    )
