@@ -45,9 +45,8 @@ import asyncio
 import heapq
 import itertools
 import logging
-import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
@@ -61,6 +60,7 @@ from schemas.events import RegistrationEvent
 from schemas.state import AorState, BindingEvent
 from streams.alerting.sinks import KafkaAlertSink, WebhookSink, log_change
 from streams.alerting.watermark import HOLD, InputClock
+from streams.clock import Clock, now_ms
 from streams.metrics import CONTENT_TYPE
 from streams.metrics import alerting as alerting_metrics
 from streams.settings import Settings, SettingsError
@@ -72,11 +72,6 @@ Item = AorState | BindingEvent | RegistrationEvent
 """What the detector observes."""
 MAX_TICKS_PER_STEP: Final = 100_000
 """A watermark jump longer than this many ticks is ticked from its end part only."""
-
-
-def wall_ms() -> int:
-    """The wall clock, ms since the epoch."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -191,7 +186,7 @@ class AlertingRunner:
         self,
         settings: AlertingSettings,
         *,
-        clock: Callable[[], int] = wall_ms,
+        clock: Clock = now_ms,
         detector: Detector | None = None,
     ) -> None:
         self.settings = settings

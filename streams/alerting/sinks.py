@@ -15,7 +15,6 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -24,6 +23,7 @@ import orjson
 
 from processors.alerting import AlertChange
 from schemas.alerts import Alert, encode_alert
+from streams.clock import Clock, now_ms
 
 log = logging.getLogger("regstate.alerting")
 
@@ -80,7 +80,7 @@ class WebhookSink:
         resend_ms: int = 60_000,
         timeout_s: float = 5.0,
         backoff_s: tuple[float, float] = (0.5, 30.0),
-        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        wall_ms: Clock = now_ms,
     ) -> None:
         self.url = alertmanager_url(url)
         self.generator_url = generator_url

@@ -38,6 +38,7 @@ from processors.explain import iso_ms
 from streams.analysis.replay_kafka import EXIT_CANNOT_READ, kafka_errors
 from streams.analysis.timeline import NOWHERE, ReplayRun
 from streams.cliutil import add_time_argument
+from streams.clock import now_ms
 from streams.settings import Settings
 
 EXIT_DIVERGENT: Final = 1
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     registrations = settings.topic("registrations")
     bindings = settings.topic("bindings")
     group = args.group or f"{settings.topic_prefix}engine"
-    at_ms = args.at if args.at is not None else time.time_ns() // 1_000_000
+    at_ms = args.at if args.at is not None else now_ms()
     progress = not args.no_progress and sys.stderr.isatty()
     run_ = ReplayRun(policy=settings.fold_policy())
     last_event: dict[str, tuple[int, int]] = {}

@@ -167,8 +167,9 @@ def _store_from_topic(settings: Settings) -> SqliteBindingStore:
 
 def run_where(args: argparse.Namespace) -> int:
     """Print where ``args.key`` rings; 0 when ringing, 1 when not."""
+    from streams.clock import now_ms
     from streams.dialer.report import build_reports, render_text
-    from streams.dialer.store import BindingStore, SqliteBindingStore, wall_clock_ms
+    from streams.dialer.store import BindingStore, SqliteBindingStore
 
     settings = settings_from(args)
     server_map = load_server_map(settings.dialer_phones, settings.dialer_node_map)
@@ -195,7 +196,7 @@ def run_where(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        now = wall_clock_ms() if args.at is None else args.at
+        now = now_ms() if args.at is None else args.at
         reports = build_reports(store, args.key, server_map, now)
     finally:
         store.close()

@@ -23,13 +23,12 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from processors.dialer import is_aor
+from streams.clock import Clock, now_ms
 from streams.dialer.store import (
     AorInfo,
     BindingRow,
-    Clock,
     StoreRecord,
     plan_batch,
-    wall_clock_ms,
 )
 
 SCHEMA = (
@@ -139,7 +138,7 @@ class MysqlBindingStore:
     """
 
     def __init__(
-        self, dsn: str | MysqlDsn, *, read_only: bool = False, clock: Clock = wall_clock_ms
+        self, dsn: str | MysqlDsn, *, read_only: bool = False, clock: Clock = now_ms
     ) -> None:
         # Optional dependency, untyped; absent where no MySQL store is used.
         import pymysql  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -272,7 +271,7 @@ class MysqlBindingStore:
         self.conn.close()
 
 
-def mysql_opener(dsn: str, clock: Clock = wall_clock_ms) -> Any:
+def mysql_opener(dsn: str, clock: Clock = now_ms) -> Any:
     """A ``streams.dialer.view.StoreOpener`` for the DSN: a writer and a reader connection."""
     parsed = MysqlDsn.parse(dsn)
 

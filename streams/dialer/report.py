@@ -16,13 +16,12 @@ from processors.dialer import EMPTY_SERVER_MAP, Expectation, ServerMap, extensio
 from processors.why import not_registered_line
 from schemas.codec import state_from_dict
 from streams.cliutil import table_time
+from streams.clock import Clock, now_ms
 from streams.dialer.store import (
     AorInfo,
     BindingRow,
     BindingStore,
-    Clock,
     SqliteBindingStore,
-    wall_clock_ms,
 )
 
 
@@ -192,7 +191,7 @@ class DialerView:
         path: str | Path,
         *,
         server_map: ServerMap = EMPTY_SERVER_MAP,
-        clock: Clock = wall_clock_ms,
+        clock: Clock = now_ms,
     ) -> None:
         if not Path(path).exists():
             raise FileNotFoundError(f"no dialer view database at {path}")

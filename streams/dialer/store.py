@@ -21,8 +21,7 @@ The store never reads a clock itself except through the ``clock`` it is given.
 from __future__ import annotations
 
 import sqlite3
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,15 +31,7 @@ import orjson
 from processors.dialer import extension_of, is_aor
 from schemas.codec import encode_state
 from schemas.state import AorState
-
-Clock = Callable[[], int]
-"""Returns now in ms since the Unix epoch."""
-
-
-def wall_clock_ms() -> int:
-    """The wall clock in ms (the default clock of stores and views)."""
-    return time.time_ns() // 1_000_000
-
+from streams.clock import Clock, now_ms
 
 ContactTuple = tuple[Any, ...]
 """One ``regstate_bindings`` row in column order (see ``_COLUMNS``)."""
@@ -348,7 +339,7 @@ class SqliteBindingStore:
         path: str | Path,
         *,
         read_only: bool = False,
-        clock: Clock = wall_clock_ms,
+        clock: Clock = now_ms,
         check_same_thread: bool = True,
     ) -> None:
         self.path = str(path)

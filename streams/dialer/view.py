@@ -35,15 +35,14 @@ from tqdm import tqdm
 
 from processors.dialer import EMPTY_SERVER_MAP, ServerMap, extension_of, is_aor
 from schemas.codec import binding_event_from_dict, binding_event_to_dict
+from streams.clock import Clock, now_ms
 from streams.dialer.report import build_reports, placements
 from streams.dialer.store import (
     BindingStore,
-    Clock,
     SqliteBindingStore,
     StoreRecord,
     record_from_json,
     tombstone,
-    wall_clock_ms,
 )
 from streams.log.snapshot import partitions_of
 from streams.log.topics import BINDING_EVENTS, BINDINGS
@@ -79,7 +78,7 @@ StoreOpener = Callable[[bool], BindingStore]
 the reader used by HTTP handlers on the event loop."""
 
 
-def sqlite_opener(path: str, clock: Clock = wall_clock_ms) -> StoreOpener:
+def sqlite_opener(path: str, clock: Clock = now_ms) -> StoreOpener:
     """A :data:`StoreOpener` for the SQLite file at ``path``."""
 
     def open_store(writer: bool) -> BindingStore:
@@ -99,7 +98,7 @@ class DialerViewService:
         open_store: StoreOpener,
         *,
         server_map: ServerMap = EMPTY_SERVER_MAP,
-        clock: Clock = wall_clock_ms,
+        clock: Clock = now_ms,
         progress: bool | None = None,
         batch_records: int | None = None,
     ) -> None:
@@ -279,7 +278,7 @@ class DialerViewService:
         self._writer.apply_batch(records, offsets)
         self.metrics.batches += 1
         self.metrics.records_applied += len(records)
-        now, lag = wall_clock_ms(), self.metrics.apply_lag
+        now, lag = now_ms(), self.metrics.apply_lag
         for rec in records:
             lag.observe(max(0, now - rec.ts) / 1000)
 

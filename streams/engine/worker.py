@@ -60,6 +60,7 @@ from processors.problems import problems_response
 from processors.sipuri import AorError, canonical_aor
 from processors.why import not_found_body
 from schemas import AorState, decode_state, encode_binding_event, encode_event, encode_state
+from streams.clock import Clock, now_ms, now_us
 from streams.log.deadletter import DeadLetter, DeadLetterPolicy
 from streams.log.routing import cached_partition, kafka_partition, owner_of, same_worker
 from streams.log.topics import BINDING_EVENTS, BINDINGS, DEADLETTER, REGISTRATIONS
@@ -77,16 +78,6 @@ REBUILD_CHUNK: Final = 2000
 """Table entries indexed per event-loop turn when rebuilding the expiry index."""
 FAUST_OFFSET_KEY: Final = b"__faust\0offset__"
 """Faust's own bookkeeping key inside each RocksDB partition; not an AOR."""
-
-
-def wall_ms() -> int:
-    """Wall clock, ms since the epoch: the one clock of the engine (sweeper, API filter)."""
-    return time.time_ns() // 1_000_000
-
-
-def wall_us() -> int:
-    """Wall clock in µs: the start of the sweeper node's seq (DESIGN section 4)."""
-    return time.time_ns() // 1000
 
 
 # --------------------------------------------------------------------------- Faust edge
@@ -269,7 +260,7 @@ class Engine:
         self,
         settings: Settings,
         *,
-        now_ms: Callable[[], int] = wall_ms,
+        now_ms: Clock = now_ms,
         outputs_copartitioned: bool = False,
     ) -> None:
         """Define the app. ``outputs_copartitioned``: regstate.bindings and binding-events
@@ -285,7 +276,7 @@ class Engine:
             grace_ms=settings.grace_ms,
             resend_ms=settings.sweep_resend_ms,
             now=now_ms,
-            seq=SeqSource(wall_us),
+            seq=SeqSource(now_us),
         )
         self.admission = DeadLetterPolicy(settings.partitions, cached_partition)
         self.source_topic = settings.topic(REGISTRATIONS)

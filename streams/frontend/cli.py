@@ -243,8 +243,9 @@ def prepare(settings: Settings, process_index: int | None = None) -> Prepared:
     Raises SettingsError for bad settings and UserFileError for a bad user file.
     """
     # aiokafka is imported only when a node is built, not for every `regstate` command.
+    from streams.clock import now_ms
     from streams.frontend.eventlog import KafkaEventLog
-    from streams.frontend.node import FrontendNode, clock_ms
+    from streams.frontend.node import FrontendNode
     from streams.frontend.registrar import ExpiryPolicy, Registrar
     from streams.frontend.tables import SourceLimiter
     from streams.sip.digest import DigestAuthenticator, NonceIssuer
@@ -264,7 +265,7 @@ def prepare(settings: Settings, process_index: int | None = None) -> Prepared:
             load_secret(secret_path),
             settings.sip_realm,
             settings.sip_nonce_lifetime_s * 1000,
-            clock_ms,
+            now_ms,
         ),
         algorithms=algorithms(settings),
     )

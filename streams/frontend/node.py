@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from schemas import Source, ending_event
+from streams.clock import Clock, now_ms, now_us
 from streams.frontend.eventlog import EventLog
 from streams.frontend.registrar import Decision, Registrar, build_event
 from streams.frontend.tables import (
@@ -67,11 +68,6 @@ TCP_IDLE_S: Final = 600.0
 """A TCP connection with nothing received for this long is closed."""
 
 
-def clock_ms() -> int:
-    """Wall clock in ms since the epoch (event ``ts``, nonce times)."""
-    return time.time_ns() // 1_000_000
-
-
 class SeqCounter:
     """Per-node ``seq``: starts at the clock in µs, then +1 per event (DESIGN section 4).
 
@@ -80,7 +76,7 @@ class SeqCounter:
     """
 
     def __init__(self, start_us: int | None = None) -> None:
-        self._next = time.time_ns() // 1000 if start_us is None else start_us
+        self._next = now_us() if start_us is None else start_us
 
     def __call__(self) -> int:
         value = self._next
@@ -122,7 +118,7 @@ class FrontendNode:
         registrar: Registrar,
         event_log: EventLog,
         limiter: SourceLimiter,
-        now_ms: Callable[[], int] = clock_ms,
+        now_ms: Clock = now_ms,
         seq: Callable[[], int] | None = None,
         ack_timeout_s: float = ACK_TIMEOUT_S,
         retry_after_s: int = RETRY_AFTER_S,
