@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from schemas.events import front_end_of
@@ -138,11 +138,3 @@ class ServerMap:
 
 
 EMPTY_SERVER_MAP = ServerMap({}, {})
-
-
-def merge_node_maps(maps: Iterable[Mapping[str, str]]) -> dict[str, str]:
-    """Later maps override earlier ones (a CSV, then ``--node-map`` on top)."""
-    out: dict[str, str] = {}
-    for m in maps:
-        out.update(m)
-    return out

@@ -63,13 +63,6 @@ def is_due(binding: Binding, now_ms: int, grace_ms: int) -> bool:
     return now_ms - binding.expires_at > grace_ms
 
 
-def first_due_at(state: AorState | None, grace_ms: int) -> int | None:
-    """When the earliest binding of ``state`` becomes due (ms), or None if it has none."""
-    if state is None or not state.contacts:
-        return None
-    return min(b.expires_at for b in state.contacts) + grace_ms + 1
-
-
 def expire_event(
     state: AorState, binding: Binding, *, node: str, seq: int, now_ms: int
 ) -> RegistrationEvent:

@@ -7,22 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from schemas.events import Source
 
 BindingEventName = Literal[
     "registered", "refreshed", "shortened", "expired", "deactivated", "unregistered", "rejected"
 ]
-BINDING_EVENT_NAMES: Final[tuple[str, ...]] = (
-    "registered",
-    "refreshed",
-    "shortened",
-    "expired",
-    "deactivated",
-    "unregistered",
-    "rejected",
-)
 
 _NO_MARKS: Mapping[str, int] = MappingProxyType({})
 

@@ -310,12 +310,6 @@ def check_uri(uri: str, header: str | None) -> None:
         raise SipParseError(f"URI {uri!r} is only a scheme", header)
 
 
-def uri_host(uri: str) -> str | None:
-    """The host of a SIP/SIPS URI, lower-case; None for other URIs."""
-    m = _SIP_URI_RE.match(uri)
-    return m.group("host").lower() if m else None
-
-
 @dataclass(frozen=True, slots=True)
 class NameAddr:
     """A From, To, Contact, Path or Route value: ``["display"] <uri>;params`` or ``uri;params``."""
