@@ -64,7 +64,7 @@ from streams.clock import Clock, now_ms, now_us
 from streams.log.deadletter import DeadLetter, DeadLetterPolicy
 from streams.log.routing import cached_partition, kafka_partition, owner_of, same_worker
 from streams.log.topics import BINDING_EVENTS, BINDINGS, DEADLETTER, REGISTRATIONS
-from streams.metrics import EngineMetrics, render
+from streams.metrics.engine import EngineMetrics, render
 from streams.settings import Settings
 
 log = logging.getLogger("regstate.engine")

@@ -109,21 +109,14 @@ def catalogue() -> dict[str, Family]:
     return out
 
 
-# The engine's names stay importable from here (the worker imports them so).
-from streams.metrics.engine import MAX_SKEW_NODES, EngineMetrics, NodeSkew, render  # noqa: E402
-
 __all__ = [
     "BUILD_INFO",
     "CONTENT_TYPE",
     "FOLD_BUCKETS",
     "LAG_BUCKETS",
     "LATENCY_BUCKETS",
-    "MAX_SKEW_NODES",
-    "EngineMetrics",
     "Family",
-    "NodeSkew",
     "catalogue",
     "exposition",
     "new_registry",
-    "render",
 ]

@@ -6,7 +6,8 @@ import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.metrics import MAX_SKEW_NODES, EngineMetrics, catalogue, render
+from streams.metrics import catalogue
+from streams.metrics.engine import MAX_SKEW_NODES, EngineMetrics, render
 
 
 def _metrics() -> EngineMetrics:
