@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shutil
 import socket
 import struct
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from devkafka import local as kl
+from devkafka import wire
 from streams.cli import main
 from tests.helpers import wait_until
 
@@ -230,8 +233,8 @@ def _metadata_v8_body(brokers: list[int], cluster_id: str, controller: int) -> b
 
 
 def _read_request(conn: socket.socket) -> tuple[int, int, int]:
-    (size,) = struct.unpack(">i", kl._recv_exact(conn, 4))
-    data = kl._recv_exact(conn, size)
+    (size,) = struct.unpack(">i", wire._recv_exact(conn, 4))
+    data = wire._recv_exact(conn, size)
     key, version, correlation = struct.unpack(">hhi", data[:8])
     return key, version, correlation
 
@@ -300,7 +303,7 @@ def test_metadata_request_and_response_per_version(version: int) -> None:
     if version >= 2:
         response += _string("cid")
     response += struct.pack(">i", 7) + struct.pack(">i", 0)
-    meta = kl.parse_metadata_response(kl._Reader(response), version)
+    meta = kl.parse_metadata_response(wire._Reader(response), version)
     assert meta == kl.BrokerMetadata("cid" if version >= 2 else None, 7, frozenset({7}))
 
 
@@ -351,12 +354,12 @@ def test_node_pid_ignores_stale_pid_files(tmp_path: Path) -> None:
         kafka.node_dir(4)
 
 
-@pytest.mark.skipif(kl.shutil.which("java") is None, reason="needs java")
+@pytest.mark.skipif(shutil.which("java") is None, reason="needs java")
 def test_classpath_argfile_is_read_by_java(tmp_path: Path) -> None:
     classpath = os.pathsep.join([str(tmp_path / "a dir" / "x.jar"), str(tmp_path / 'q"uote.jar')])
     argfile = kl.classpath_argfile(tmp_path, classpath)
     assert kl.classpath_argfile(tmp_path, classpath) == argfile  # same name, not rewritten
-    done = kl.subprocess.run(
+    done = subprocess.run(
         ["java", f"@{argfile}", "-XshowSettings:properties", "-version"],
         capture_output=True,
         text=True,
