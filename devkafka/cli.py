@@ -43,6 +43,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     up.add_argument(
         "--timeout", type=float, default=60.0, help="seconds to wait for every broker (60)"
     )
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help=(
+            "SASL_SSL (SCRAM) brokers with ACLs, on ports of their own (1 node: 127.0.0.1:29092; "
+            "3: 29192-29194); prints the admin's client settings as export lines; each role's "
+            "credentials are in <data dir>/kafka/secure-N-node/secrets/"
+        ),
+    )
     up.set_defaults(func=_up)
 
     down = actions.add_parser("down", help="stop the local Kafka (both layouts by default)")
@@ -54,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="both layouts (the default without --nodes; accepted for scripts' clarity)",
     )
+    down.add_argument("--secure", action="store_true", help="the secured layout(s) instead")
     down.add_argument("--purge", action="store_true", help="also delete its data")
     down.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL (30)")
     down.set_defaults(func=_down)
@@ -62,7 +72,25 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     status.add_argument(
         "--nodes", type=int, choices=NODE_COUNTS, default=None, help="only this layout"
     )
+    status.add_argument("--secure", action="store_true", help="the secured layout(s) instead")
     status.set_defaults(func=_status)
+
+    acls = actions.add_parser(
+        "acls",
+        help="print (or --apply) the least-privilege ACLs of every regstate role",
+        description=(
+            "One principal per role, only the ACLs it needs (README: Kafka security). "
+            "--apply creates them with the current REGSTATE_KAFKA_* settings, which must "
+            "be a super user's (eval $(regstate kafka up --secure) gives the admin's)."
+        ),
+    )
+    acls.add_argument("--apply", action="store_true", help="create the ACLs on the cluster")
+    acls.add_argument(
+        "--principal-prefix",
+        default="regstate-",
+        help="user name of role R is PREFIX + R (default regstate-, as up --secure makes)",
+    )
+    acls.set_defaults(func=_acls)
 
 
 def _data_dir() -> str:
@@ -78,10 +106,42 @@ def _fail(exc: KafkaLocalError) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     try:
-        bootstrap = LocalKafka(args.nodes, _data_dir()).up(timeout=args.timeout)
+        kafka = LocalKafka(args.nodes, _data_dir(), secure=args.secure)
+        bootstrap = kafka.up(timeout=args.timeout)
     except KafkaLocalError as exc:
         return _fail(exc)
-    print(bootstrap)
+    if args.secure:
+        # Shell-evaluable: paths only; the password stays in its file.
+        print(kafka.client_env("admin"), end="")
+        print(
+            f"regstate: per-role credentials (source one to act as that role): "
+            f"{kafka.secrets.root}/<role>.env",
+            file=sys.stderr,
+        )
+    else:
+        print(bootstrap)
+    return 0
+
+
+def _acls(args: argparse.Namespace) -> int:
+    from devkafka.acls import apply_acls, render_acls, role_acls
+    from streams.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"regstate kafka acls: {exc}", file=sys.stderr)
+        return 2
+    acls = role_acls(settings, args.principal_prefix)
+    if not args.apply:
+        print(render_acls(acls), end="")
+        return 0
+    try:
+        created = apply_acls(settings, acls)
+    except (KafkaLocalError, SettingsError) as exc:
+        print(f"regstate kafka acls: {exc}", file=sys.stderr)
+        return 1
+    print(f"regstate kafka acls: {created} ACLs created or already present", file=sys.stderr)
     return 0
 
 
@@ -89,7 +149,8 @@ def _down(args: argparse.Namespace) -> int:
     counts = NODE_COUNTS if args.nodes is None or args.all else (args.nodes,)
     try:
         for n in counts:
-            stopped = LocalKafka(n, _data_dir()).down(purge=args.purge, timeout=args.timeout)
+            kafka = LocalKafka(n, _data_dir(), secure=args.secure)
+            stopped = kafka.down(purge=args.purge, timeout=args.timeout)
             if stopped:
                 print(
                     f"stopped the {n}-node Kafka (node {', '.join(map(str, stopped))})",
@@ -104,7 +165,7 @@ def _status(args: argparse.Namespace) -> int:
     counts = NODE_COUNTS if args.nodes is None else (args.nodes,)
     found = False
     for n in counts:
-        kafka = LocalKafka(n, _data_dir())
+        kafka = LocalKafka(n, _data_dir(), secure=args.secure)
         state = kafka.status()
         if state.running:
             print(kafka.bootstrap)

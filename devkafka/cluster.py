@@ -26,8 +26,16 @@ from devkafka.layout import (
     render_server_properties,
 )
 from devkafka.processes import file_lock, port_free, process_alive, spawn_detached, tail
+from devkafka.secure import (
+    SecretsDir,
+    broker_security,
+    ensure_material,
+    principal,
+    scram_arguments,
+    write_argfile,
+)
 from devkafka.tools import check_java, find_java
-from devkafka.wire import ProtocolError, probe_broker
+from devkafka.wire import ProbeAuth, ProtocolError, probe_broker
 from streams.settings import Settings
 
 JVM_OPTIONS: tuple[str, ...] = (
@@ -97,16 +105,29 @@ class LocalKafka:
         *,
         kafka_dir: Path = KAFKA_DIR,
         log: bool = True,
+        secure: bool = False,
     ) -> None:
-        self.layout = layout(nodes)
+        self.layout = layout(nodes, secure)
         base = Path(data_dir if data_dir is not None else dev_data_dir())
         self.kafka_root = base.resolve() / "kafka"
         self.cluster_dir = self.kafka_root / self.layout.name
         self.pom = kafka_dir / "pom.xml"
         self.log4j_config = kafka_dir / "log4j2.xml"
         self._log = log
+        self.secrets = SecretsDir(self.cluster_dir / "secrets")
+        """The CA, node certificate and per-role SCRAM credentials of a secured layout."""
 
     # ----------------------------------------------------------------- paths
+
+    def probe_auth(self) -> ProbeAuth | None:
+        """The admin's TLS + SCRAM login for probing a secured layout (None: plaintext)."""
+        if not self.layout.secure:
+            return None
+        return ProbeAuth(str(self.secrets.ca), principal("admin"), self.secrets.password("admin"))
+
+    def client_env(self, role: str = "admin") -> str:
+        """``export REGSTATE_...`` lines of ``role``'s client settings (secured layouts)."""
+        return self.secrets.env_file(role).read_text()
 
     @property
     def bootstrap(self) -> str:
@@ -133,6 +154,12 @@ class LocalKafka:
     @property
     def _controllers_file(self) -> Path:
         return self.cluster_dir / "initial-controllers"
+
+    def _auth(self) -> ProbeAuth | None:
+        try:
+            return self.probe_auth()
+        except OSError:
+            return None  # secrets not made yet: the probe fails, as for a node that is down
 
     def _say(self, message: str) -> None:
         if self._log:
@@ -177,7 +204,7 @@ class LocalKafka:
             answering, brokers = False, frozenset[int]()
             if pid is not None:
                 try:
-                    meta = probe_broker(spec.broker_address, probe_timeout)
+                    meta = probe_broker(spec.broker_address, probe_timeout, self._auth())
                 except (OSError, ProtocolError):
                     pass
                 else:
@@ -260,8 +287,13 @@ class LocalKafka:
     def _write_props(self, node_id: int) -> None:
         node_dir = self.node_dir(node_id)
         node_dir.mkdir(parents=True, exist_ok=True)
-        text = render_server_properties(self.layout, self.layout.spec(node_id), self._data(node_id))
-        self._props(node_id).write_text(text)
+        security = broker_security(self.secrets) if self.layout.secure else None
+        spec = self.layout.spec(node_id)
+        text = render_server_properties(self.layout, spec, self._data(node_id), security)
+        # A secured node's file holds its private key and the admin's password.
+        fd = os.open(self._props(node_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
 
     def _ensure_formatted(self, java: str, classpath_args: Path) -> None:
         """Format every node's data dir that has no meta.properties, with one cluster id."""
@@ -286,17 +318,17 @@ class LocalKafka:
                 ids = [kafka_uuid() for _ in self.layout.specs]
                 self._controllers_file.write_text(initial_controllers(self.layout, ids) + "\n")
             quorum = ["--initial-controllers", self._controllers_file.read_text().strip()]
+        users: list[str] = []
+        if self.layout.secure:
+            ensure_material(self.secrets, self.layout)
+            users = scram_arguments(self.secrets)
         # The nodes are formatted in parallel: each format is a JVM start (about 1.5 s).
         running: list[tuple[int, subprocess.Popen[str]]] = []
+        argfiles: list[Path] = []
         for i in todo:
             self._write_props(i)
             node_dir = self.node_dir(i)
-            command = [
-                java,
-                *FORMAT_JVM_OPTIONS,
-                f"-Dlog4j2.configurationFile={self.log4j_config}",
-                f"-Dkafka.node.dir={node_dir}",
-                f"@{classpath_args}",
+            tool = [
                 "kafka.tools.StorageTool",
                 "format",
                 "--config",
@@ -305,6 +337,21 @@ class LocalKafka:
                 cluster_id,
                 "--ignore-formatted",
                 *quorum,
+                *users,
+            ]
+            if users:
+                # SCRAM passwords go through a private @argfile, never the process title.
+                argfile = node_dir / "format.args"
+                write_argfile(argfile, tool)
+                argfiles.append(argfile)
+                tool = [f"@{argfile}"]
+            command = [
+                java,
+                *FORMAT_JVM_OPTIONS,
+                f"-Dlog4j2.configurationFile={self.log4j_config}",
+                f"-Dkafka.node.dir={node_dir}",
+                f"@{classpath_args}",
+                *tool,
             ]
             proc = subprocess.Popen(  # noqa: S603 - argv list
                 command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -319,6 +366,8 @@ class LocalKafka:
                 output, _ = proc.communicate()
             if proc.returncode != 0:
                 failures.append(f"--- node {i} (exit {proc.returncode}) ---\n{output[-3000:]}")
+        for argfile in argfiles:
+            argfile.unlink(missing_ok=True)
         if failures:
             raise KafkaStartError("formatting Kafka storage failed", detail="\n".join(failures))
 
@@ -333,7 +382,7 @@ class LocalKafka:
                         f"Kafka node {i} exited during start-up", detail=self._log_tails([i])
                     )
                 try:
-                    meta = probe_broker(self.layout.spec(i).broker_address, 1.0)
+                    meta = probe_broker(self.layout.spec(i).broker_address, 1.0, self._auth())
                 except (OSError, ProtocolError):
                     continue
                 if meta.cluster_id == cluster_id and len(meta.broker_ids) == self.layout.nodes:

@@ -41,11 +41,13 @@ class ClusterLayout:
 
     nodes: int
     specs: tuple[NodeSpec, ...]
+    secure: bool = False
+    """SASL_SSL brokers, mutual-TLS controllers, StandardAuthorizer (``up --secure``)."""
 
     @property
     def name(self) -> str:
         """Directory name under ``<data_dir>/kafka/``."""
-        return f"{self.nodes}-node"
+        return f"secure-{self.nodes}-node" if self.secure else f"{self.nodes}-node"
 
     @property
     def bootstrap(self) -> str:
@@ -71,12 +73,19 @@ class ClusterLayout:
         raise ValueError(f"the {self.nodes}-node Kafka has no node {node_id} (node ids: {ids})")
 
 
-def layout(nodes: int) -> ClusterLayout:
-    """The layout of ``nodes`` (1 or 3) nodes; ValueError for any other count."""
+def layout(nodes: int, secure: bool = False) -> ClusterLayout:
+    """The layout of ``nodes`` (1 or 3) nodes; ValueError for any other count.
+
+    The secured layouts have ports of their own (29092/29093; 29192-29194 and
+    29292-29294), so they run beside the plaintext ones.
+    """
     if nodes == 1:
-        return ClusterLayout(1, (NodeSpec(1, 9092, 9093),))
+        base = (29092, 29093) if secure else (9092, 9093)
+        return ClusterLayout(1, (NodeSpec(1, *base),), secure)
     if nodes == 3:
-        return ClusterLayout(3, tuple(NodeSpec(i + 1, 19092 + i, 19192 + i) for i in range(3)))
+        broker, controller = (29192, 29292) if secure else (19092, 19192)
+        specs = tuple(NodeSpec(i + 1, broker + i, controller + i) for i in range(3))
+        return ClusterLayout(3, specs, secure)
     raise ValueError(f"nodes must be 1 or 3, not {nodes}")
 
 
@@ -92,18 +101,80 @@ def kafka_uuid() -> str:
             return text
 
 
-def render_server_properties(cluster: ClusterLayout, node: NodeSpec, log_dir: Path) -> str:
-    """The ``server.properties`` of one node; pure, so it is unit-tested."""
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """What a secured node's ``server.properties`` embeds (see devkafka/secure.py)."""
+
+    key_pem: str
+    """The node's unencrypted PKCS#8 private key."""
+    cert_chain_pem: str
+    """The node's certificate, then the CA's."""
+    ca_pem: str
+    """The CA certificate every node and client trusts."""
+    admin_user: str
+    admin_password: str
+    """The super user the brokers authenticate to each other as (SCRAM)."""
+    node_principal: str
+    """CN of the node certificate: the controllers' mutual-TLS super user."""
+
+
+def _properties_escape(text: str) -> str:
+    """``text`` as one java.util.Properties value (newlines as ``\\n``)."""
+    return text.strip().replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def security_properties(sec: BrokerSecurity) -> list[str]:
+    """SASL_SSL for clients and brokers, mutual TLS for controllers, StandardAuthorizer."""
+    jaas = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{sec.admin_user}" password="{sec.admin_password}";'
+    )
+    return [
+        "sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256",
+        "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+        # The inter-broker client logs in as the admin; the server side needs an entry
+        # per mechanism even though SCRAM's credentials live in the metadata log.
+        f"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={jaas}",
+        f"listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config={jaas}",
+        # PEM inline (KIP-651): an unencrypted key needs no ssl.key.password.
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.key={_properties_escape(sec.key_pem)}",
+        f"ssl.keystore.certificate.chain={_properties_escape(sec.cert_chain_pem)}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.certificates={_properties_escape(sec.ca_pem)}",
+        # Controllers accept only nodes holding a certificate of this CA; the
+        # certificate's CN becomes the principal (a super user below).
+        "listener.name.controller.ssl.client.auth=required",
+        "ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        f"super.users=User:{sec.admin_user};User:{sec.node_principal}",
+        "allow.everyone.if.no.acl.found=false",
+    ]
+
+
+def render_server_properties(
+    cluster: ClusterLayout,
+    node: NodeSpec,
+    log_dir: Path,
+    security: BrokerSecurity | None = None,
+) -> str:
+    """The ``server.properties`` of one node; pure, so it is unit-tested.
+
+    ``security`` is required by (and only used for) a secured layout.
+    """
     n = cluster.nodes
+    if cluster.secure != (security is not None):
+        raise ValueError("a secured layout needs BrokerSecurity, a plaintext one none")
+    broker, controller = ("SASL_SSL", "SSL") if cluster.secure else ("PLAINTEXT", "PLAINTEXT")
     lines = [
-        "# Written by regstate kafka up (devkafka/local.py); rewritten at every start.",
+        "# Written by regstate kafka up (devkafka/); rewritten at every start.",
         "process.roles=broker,controller",
         f"node.id={node.node_id}",
-        f"listeners=PLAINTEXT://{node.broker_address},CONTROLLER://{node.controller_address}",
-        f"advertised.listeners=PLAINTEXT://{node.broker_address},"
+        f"listeners={broker}://{node.broker_address},CONTROLLER://{node.controller_address}",
+        f"advertised.listeners={broker}://{node.broker_address},"
         f"CONTROLLER://{node.controller_address}",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "inter.broker.listener.name=PLAINTEXT",
+        f"listener.security.protocol.map={broker}:{broker},CONTROLLER:{controller}",
+        f"inter.broker.listener.name={broker}",
         "controller.listener.names=CONTROLLER",
         # Dynamic quorum (KIP-853): formatted with --standalone or --initial-controllers.
         f"controller.quorum.bootstrap.servers={cluster.quorum_bootstrap}",
@@ -126,6 +197,8 @@ def render_server_properties(cluster: ClusterLayout, node: NodeSpec, log_dir: Pa
         "num.io.threads=4",
         "log.cleaner.dedupe.buffer.size=33554432",
     ]
+    if security is not None:
+        lines += security_properties(security)
     return "\n".join(lines) + "\n"
 
 

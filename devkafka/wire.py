@@ -6,7 +6,12 @@ event loop alike.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import secrets
 import socket
+import ssl
 import struct
 from dataclasses import dataclass
 
@@ -45,6 +50,10 @@ class _Reader:
     def int32(self) -> int:
         value: int = struct.unpack(">i", self._take(4))[0]
         return value
+
+    def bytes_(self) -> bytes | None:
+        size = self.int32()
+        return None if size < 0 else self._take(size)
 
     def string(self) -> str | None:
         size = self.int16()
@@ -110,15 +119,76 @@ def parse_metadata_response(reader: _Reader, version: int) -> BrokerMetadata:
     return BrokerMetadata(cluster_id, controller_id, frozenset(broker_ids))
 
 
-def probe_broker(address: str, timeout: float = 2.0) -> BrokerMetadata:
+@dataclass(frozen=True)
+class ProbeAuth:
+    """How to reach a secured broker: TLS against ``cafile``, then SCRAM-SHA-512."""
+
+    cafile: str
+    username: str
+    password: str
+
+
+SASL_HANDSHAKE = 17
+SASL_AUTHENTICATE = 36
+
+
+def _str16(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return struct.pack(">h", len(data)) + data
+
+
+def _sasl_step(sock: socket.socket, correlation_id: int, token: bytes) -> bytes:
+    body = struct.pack(">i", len(token)) + token
+    reader = _roundtrip(sock, _request(SASL_AUTHENTICATE, 0, correlation_id, body), correlation_id)
+    error, message = reader.int16(), reader.string()
+    if error != 0:
+        raise ProtocolError(f"SASL authentication failed (error {error}): {message}")
+    return reader.bytes_() or b""
+
+
+def scram_login(sock: socket.socket, username: str, password: str) -> None:
+    """SCRAM-SHA-512 (RFC 5802) over SaslHandshake v1 + SaslAuthenticate v0."""
+    reader = _roundtrip(sock, _request(SASL_HANDSHAKE, 1, 10, _str16("SCRAM-SHA-512")), 10)
+    if (error := reader.int16()) != 0:
+        raise ProtocolError(f"SaslHandshake SCRAM-SHA-512 refused (error {error})")
+    client_nonce = secrets.token_urlsafe(18)
+    first_bare = f"n={username},r={client_nonce}"
+    server_first = _sasl_step(sock, 11, ("n,," + first_bare).encode()).decode()
+    fields = dict(item.split("=", 1) for item in server_first.split(","))
+    nonce, salt, iterations = fields["r"], base64.b64decode(fields["s"]), int(fields["i"])
+    if not nonce.startswith(client_nonce):
+        raise ProtocolError("SCRAM: the server's nonce does not extend ours")
+    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha512")
+    stored_key = hashlib.sha512(client_key).digest()
+    without_proof = f"c=biws,r={nonce}"
+    auth_message = f"{first_bare},{server_first},{without_proof}".encode()
+    signature = hmac.digest(stored_key, auth_message, "sha512")
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    final = f"{without_proof},p={base64.b64encode(proof).decode()}"
+    server_final = _sasl_step(sock, 12, final.encode()).decode()
+    server_key = hmac.digest(salted, b"Server Key", "sha512")
+    expected = base64.b64encode(hmac.digest(server_key, auth_message, "sha512")).decode()
+    if server_final != f"v={expected}":
+        raise ProtocolError("SCRAM: the server's signature is wrong")
+
+
+def probe_broker(
+    address: str, timeout: float = 2.0, auth: ProbeAuth | None = None
+) -> BrokerMetadata:
     """Ask the broker at ``host:port`` for cluster metadata.
 
     Raises OSError (refused, timeout) or ProtocolError; returns only what the broker
     itself answered, which in KRaft lists registered, unfenced brokers only.
     """
     host, _, port = address.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        sock.settimeout(timeout)
+    with socket.create_connection((host, int(port)), timeout=timeout) as raw:
+        raw.settimeout(timeout)
+        sock = raw
+        if auth is not None:
+            context = ssl.create_default_context(cafile=auth.cafile)
+            sock = context.wrap_socket(raw, server_hostname=host)
+            scram_login(sock, auth.username, auth.password)
         reader = _roundtrip(sock, _request(API_VERSIONS, 0, 1, b""), 1)
         error = reader.int16()
         if error != 0:

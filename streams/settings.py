@@ -166,6 +166,39 @@ class Settings:
     ``seq``); alerting and the dialer count them as one node. Rate limits and bans are
     per process. Needs a fixed ``sip_port``."""
 
+    # --- security (issue 15): Kafka SASL/TLS, HTTP bearer token and TLS, MariaDB TLS.
+    kafka_security_protocol: str = "PLAINTEXT"
+    """Every Kafka client: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``."""
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    """Every Kafka client, SASL protocols: ``SCRAM-SHA-512``, ``SCRAM-SHA-256`` or ``PLAIN``."""
+    kafka_sasl_username: str = ""
+    """Every Kafka client, SASL protocols: the principal's user name."""
+    kafka_sasl_password_file: str = ""
+    """Every Kafka client, SASL protocols: file holding the password (first line). Never
+    taken from the command line or the environment, never logged."""
+    kafka_ssl_cafile: str = ""
+    """Every Kafka client, SSL protocols: PEM file of the CA that signed the brokers'
+    certificates; empty: the system's trusted CAs."""
+    kafka_ssl_certfile: str = ""
+    """Every Kafka client, SSL protocols: PEM client certificate (mutual TLS), or empty."""
+    kafka_ssl_keyfile: str = ""
+    """Every Kafka client, SSL protocols: PEM key of ``kafka_ssl_certfile``."""
+    http_token_file: str = ""
+    """Every HTTP server (worker, dialer view, alerting, front-end): file holding the bearer
+    token that endpoints returning phone data or changing state require; health probes
+    never do. Empty: no token asked (development only)."""
+    http_tls_certfile: str = ""
+    """Every HTTP server: PEM certificate chain; with ``http_tls_keyfile`` it serves HTTPS."""
+    http_tls_keyfile: str = ""
+    """Every HTTP server: PEM key of ``http_tls_certfile``."""
+    mysql_ssl_ca: str = ""
+    """Dialer view on MariaDB/MySQL: CA file; when set the connection uses TLS and verifies
+    the server's certificate against it."""
+    mysql_ssl_cert: str = ""
+    """Dialer view on MariaDB/MySQL: client certificate (mutual TLS), or empty."""
+    mysql_ssl_key: str = ""
+    """Dialer view on MariaDB/MySQL: key of ``mysql_ssl_cert``."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``REGSTATE_*`` variables; raise SettingsError naming a bad one."""
@@ -202,6 +235,7 @@ class Settings:
             raise SettingsError(
                 f"REGSTATE_LOG_LEVEL={self.log_level!r}: use debug, info, warning or error"
             )
+        validate_security(self)
         for name in (
             "grace_ms",
             "sweep_resend_ms",
@@ -256,3 +290,35 @@ class Settings:
     def topic(self, name: str) -> str:
         """Full name of a public topic, e.g. ``topic('registrations')``."""
         return f"{self.topic_prefix}{name}"
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+def validate_security(s: Settings) -> None:
+    """SettingsError on a security setting no client can use (issue 15)."""
+    if s.kafka_security_protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise SettingsError(
+            f"REGSTATE_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol!r}: use "
+            + ", ".join(KAFKA_SECURITY_PROTOCOLS)
+        )
+    if s.kafka_security_protocol.startswith("SASL_"):
+        if s.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+            raise SettingsError(
+                f"REGSTATE_KAFKA_SASL_MECHANISM={s.kafka_sasl_mechanism!r}: use "
+                + ", ".join(KAFKA_SASL_MECHANISMS)
+            )
+        if not s.kafka_sasl_username or not s.kafka_sasl_password_file:
+            raise SettingsError(
+                f"REGSTATE_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol} needs "
+                "REGSTATE_KAFKA_SASL_USERNAME and REGSTATE_KAFKA_SASL_PASSWORD_FILE"
+            )
+    if bool(s.kafka_ssl_certfile) != bool(s.kafka_ssl_keyfile):
+        raise SettingsError(
+            "REGSTATE_KAFKA_SSL_CERTFILE and REGSTATE_KAFKA_SSL_KEYFILE go together"
+        )
+    if bool(s.http_tls_certfile) != bool(s.http_tls_keyfile):
+        raise SettingsError("REGSTATE_HTTP_TLS_CERTFILE and REGSTATE_HTTP_TLS_KEYFILE go together")
+    if bool(s.mysql_ssl_cert) != bool(s.mysql_ssl_key):
+        raise SettingsError("REGSTATE_MYSQL_SSL_CERT and REGSTATE_MYSQL_SSL_KEY go together")

@@ -61,6 +61,7 @@ from schemas.state import AorState, BindingEvent
 from streams.alerting.sinks import KafkaAlertSink, WebhookSink, log_change
 from streams.alerting.watermark import HOLD, InputClock
 from streams.clock import Clock, now_ms
+from streams.log.kafka_config import client_config
 from streams.metrics import CONTENT_TYPE
 from streams.metrics import alerting as alerting_metrics
 from streams.settings import Settings, SettingsError
@@ -198,7 +199,7 @@ class AlertingRunner:
             "registrations": settings.topic("registrations"),
             "alerts": settings.topic("alerts"),
         }
-        self.kafka_sink = KafkaAlertSink(settings.bootstrap_servers, self.topics["alerts"])
+        self.kafka_sink = KafkaAlertSink(settings, self.topics["alerts"])
         generator = f"http://{settings.alerting_bind}:{settings.alerting_port}"
         self.webhook: WebhookSink | None = (
             WebhookSink(
@@ -393,7 +394,7 @@ class AlertingRunner:
         if self.webhook is not None:
             self.webhook.start()
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
+            **client_config(self.settings, "regstate-alerting"),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -24,6 +24,7 @@ import orjson
 from processors.alerting import AlertChange
 from schemas.alerts import Alert, encode_alert
 from streams.clock import Clock, now_ms
+from streams.settings import Settings
 
 log = logging.getLogger("regstate.alerting")
 
@@ -199,9 +200,9 @@ class WebhookSink:
 class KafkaAlertSink:
     """Appends every alert change to regstate.alerts (key = alert key), acks=all, idempotent."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, settings: Settings, topic: str) -> None:
         self.topic = topic
-        self.bootstrap_servers = bootstrap_servers
+        self.settings = settings
         self._producer: Any = None
         self.sent = 0
         self.errors = 0
@@ -209,8 +210,12 @@ class KafkaAlertSink:
     async def start(self) -> None:
         from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
+        from streams.log.kafka_config import client_config
+
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True
+            **client_config(self.settings, "regstate-alerting"),
+            acks="all",
+            enable_idempotence=True,
         )
         await self._producer.start()
 

@@ -220,7 +220,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         view, lag, reader = asyncio.run(go())
     except kafka_errors() as exc:
-        _err(f"cannot read Kafka at {settings.bootstrap_servers}: {type(exc).__name__}: {exc}")
+        from streams.log.kafka_config import failure_message
+
+        _err(f"cannot read Kafka: {failure_message(settings, exc)}")
         return EXIT_CANNOT_READ
 
     if lag is None:

@@ -231,9 +231,10 @@ def read_kafka(
     try:
         asyncio.run(go())
     except kafka_errors() as exc:
+        from streams.log.kafka_config import failure_message
+
         print(
-            f"regstate {command}: cannot read {reader.topic} at "
-            f"{settings.bootstrap_servers}: {type(exc).__name__}: {exc}",
+            f"regstate {command}: cannot read {reader.topic}: {failure_message(settings, exc)}",
             file=sys.stderr,
         )
         return EXIT_CANNOT_READ

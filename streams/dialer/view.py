@@ -44,6 +44,7 @@ from streams.dialer.store import (
     record_from_json,
     tombstone,
 )
+from streams.log.kafka_config import client_config
 from streams.log.snapshot import partitions_of
 from streams.log.topics import BINDING_EVENTS, BINDINGS
 from streams.metrics import CONTENT_TYPE
@@ -182,7 +183,7 @@ class DialerViewService:
 
     def _consumer(self) -> Any:
         return AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
+            **client_config(self.settings, "regstate-dialer-view"),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

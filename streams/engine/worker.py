@@ -62,6 +62,7 @@ from processors.why import not_found_body
 from schemas import AorState, decode_state, encode_binding_event, encode_event, encode_state
 from streams.clock import Clock, now_ms, now_us
 from streams.log.deadletter import DeadLetter, DeadLetterPolicy
+from streams.log.kafka_config import faust_broker_options
 from streams.log.routing import cached_partition, kafka_partition, owner_of, same_worker
 from streams.log.topics import BINDING_EVENTS, BINDINGS, DEADLETTER, REGISTRATIONS
 from streams.metrics.engine import EngineMetrics, render
@@ -141,12 +142,12 @@ def rocksdb_options(settings: Settings) -> dict[str, int]:
 
 def build_app(settings: Settings) -> EngineApp:
     """The Faust app with every setting regstate depends on spelled out."""
-    servers = [f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",") if s.strip()]
     datadir = Path(settings.data_dir) / "engine" / settings.worker_id
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     return EngineApp(
         f"{settings.topic_prefix}engine",
-        broker=servers,
+        # Bootstrap servers and SASL/TLS credentials: the one Kafka client setup.
+        **faust_broker_options(settings),
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(datadir),
         autodiscover=False,

@@ -1,8 +1,9 @@
 """The front-end's path to regstate.registrations: ordered appends with per-event acks.
 
-:class:`KafkaEventLog` is a producer with the project's contract (DESIGN
-section 3, D12): key = canonical AOR bytes (:func:`streams.log.publisher.record_key`),
-Kafka's default murmur2 partitioner, ``acks='all'``, idempotence. Events are
+:class:`KafkaEventLog` appends through :class:`streams.log.publisher.EventPublisher`,
+the one producer of the project's contract (DESIGN section 3, D12): key = canonical
+AOR bytes, Kafka's default murmur2 partitioner, ``acks='all'``, idempotence, the
+connection settings of :mod:`streams.log.kafka_config`. Events are
 handed to the producer in the order :meth:`append` is called (one sender task
 drains a queue), so one node's events of one AOR reach the log in ``seq``
 order. Each append returns a future that resolves when the broker acknowledged
@@ -16,16 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any, Final, Protocol
 
-from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
-from schemas import RegistrationEvent, encode_event
-from streams.log.publisher import record_key
+from schemas import RegistrationEvent
+from streams.log.kafka_config import describe_failure
+from streams.log.publisher import EventPublisher, PublishError
 from streams.log.topics import REGISTRATIONS
-from streams.settings import Settings
+from streams.settings import Settings, SettingsError
 
 log = logging.getLogger("regstate.frontend")
 
@@ -54,7 +56,7 @@ class KafkaEventLog:
         self.settings = settings
         self.topic = settings.topic(REGISTRATIONS)
         self._client_id = client_id
-        self._producer: Any = None
+        self._producer: EventPublisher | None = None
         self._queue: asyncio.Queue[tuple[RegistrationEvent, asyncio.Future[None]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -100,27 +102,21 @@ class KafkaEventLog:
 
     async def _connect(self) -> None:
         while True:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.bootstrap_servers,
-                client_id=self._client_id,
-                acks="all",
-                enable_idempotence=True,
+            producer = EventPublisher(
+                self.settings,
                 linger_ms=1,
+                client_id=self._client_id,
                 request_timeout_ms=REQUEST_TIMEOUT_MS,
             )
             try:
                 await producer.start()
-                partitions = await producer.partitions_for(self.topic)
-                if len(partitions) != self.settings.partitions:
-                    raise KafkaError(
-                        f"{self.topic} has {len(partitions)} partitions, "
-                        f"REGSTATE_PARTITIONS is {self.settings.partitions}"
-                    )
-            except (KafkaError, OSError) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
+            except (KafkaError, OSError, PublishError, SettingsError) as exc:
+                if isinstance(exc, PublishError | SettingsError):
+                    self.last_error = str(exc)
+                else:
+                    # Names the REGSTATE_KAFKA_* setting when access is the cause.
+                    self.last_error = await describe_failure(self.settings, exc)
                 log.warning("event log not ready (%s); retrying", self.last_error)
-                with contextlib.suppress(KafkaError, OSError):
-                    await producer.stop()
                 await asyncio.sleep(RETRY_START_S)
                 continue
             self._producer = producer
@@ -130,20 +126,20 @@ class KafkaEventLog:
 
     async def _run(self) -> None:
         await self._connect()
+        producer = self._producer
+        assert producer is not None
         while True:
             event, future = await self._queue.get()
             if future.cancelled():
                 continue
             try:
-                delivery = await self._producer.send(
-                    self.topic, encode_event(event), key=record_key(event.aor)
-                )
+                delivery = await producer.append(event)
             except (KafkaError, ValueError) as exc:
                 self._settle(future, exc)
                 continue
-            delivery.add_done_callback(lambda d, f=future: self._delivered(d, f))
+            delivery.add_done_callback(functools.partial(self._delivered, future=future))
 
-    def _delivered(self, delivery: asyncio.Future[Any], future: asyncio.Future[None]) -> None:
+    def _delivered(self, delivery: asyncio.Future[Any], *, future: asyncio.Future[None]) -> None:
         exc = delivery.exception() if not delivery.cancelled() else ConnectionError("cancelled")
         self._settle(future, exc)
 

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     """Publish the file. 0: all good and acknowledged; 1: bad lines or failures; 2: no input."""
     from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
+    from streams.log.kafka_config import failure_message
     from streams.log.publisher import PublishError, publish_events
     from streams.log.topics import TopicsError, ensure_topics
 
@@ -126,10 +127,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"regstate publish: {exc}", file=sys.stderr)
         return 1
     except (KafkaError, TimeoutError, ConnectionError) as exc:
-        print(
-            f"regstate publish: Kafka at {settings.bootstrap_servers}: {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"regstate publish: {failure_message(settings, exc)}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"regstate publish: cannot read {name}: {exc}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """Appending RegistrationEvents to regstate.registrations (DESIGN sections 3 and 7).
 
 Every producer of that topic must behave the same way, so they all go through
-:class:`EventPublisher` (``regstate publish``, front-end nodes, exports):
+:class:`EventPublisher` (``regstate publish``, front-end nodes via
+:meth:`EventPublisher.append`, exports); its connection settings come from
+:mod:`streams.log.kafka_config` like every Kafka client's:
 
 * key = canonical AOR as UTF-8 bytes, value = :func:`schemas.encode_event` (msgpack);
 * aiokafka's default partitioner, which is murmur2 over the key bytes exactly as
@@ -31,6 +33,7 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from processors.sipuri import AorError, canonical_aor
 from schemas import RegistrationEvent, encode_event
+from streams.log.kafka_config import client_config
 from streams.log.topics import REGISTRATIONS
 from streams.settings import Settings
 
@@ -111,6 +114,7 @@ class EventPublisher:
         on_ack: Callable[[int], None] | None = None,
         client_id: str = "regstate-publisher",
         check_partitions: bool = True,
+        request_timeout_ms: int = 30_000,
     ) -> None:
         self.settings = settings
         self.topic = settings.topic(REGISTRATIONS)
@@ -126,6 +130,7 @@ class EventPublisher:
         self._started_at = 0.0
         self._linger_ms = linger_ms
         self._client_id = client_id
+        self._request_timeout_ms = request_timeout_ms
         self._producer: Any = None
 
     async def start(self) -> None:
@@ -136,16 +141,21 @@ class EventPublisher:
         KafkaError when Kafka is unreachable.
         """
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            client_id=self._client_id,
+            **client_config(self.settings, self._client_id),
             acks="all",
             enable_idempotence=True,
             linger_ms=self._linger_ms,
             max_batch_size=MAX_BATCH_BYTES,
-            request_timeout_ms=30_000,
+            request_timeout_ms=self._request_timeout_ms,
         )
         # The default partitioner is relied on (murmur2, as Java's): never pass one.
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:
+            # A producer that failed to bootstrap still holds its client's tasks.
+            producer, self._producer = self._producer, None
+            await producer.stop()
+            raise
         self._started_at = time.monotonic()
         try:
             partitions = await self._producer.partitions_for(self.topic)
@@ -162,6 +172,20 @@ class EventPublisher:
                 f"REGSTATE_PARTITIONS is {self.settings.partitions}: events would be "
                 "keyed to other partitions than the table's"
             )
+
+    async def append(self, event: RegistrationEvent) -> asyncio.Future[Any]:
+        """Hand one event to the producer in call order; its future is the broker's ack.
+
+        The front-end's path (streams/frontend/eventlog.py): each event has its own
+        outcome (a phone's 200 or 503), so unlike :meth:`send` a failure neither
+        stops later appends nor counts in :attr:`report`. ``event.aor`` must be
+        canonical already (the registrar canonicalized it). Raises KafkaError or
+        AorError when the record cannot even be queued.
+        """
+        future: asyncio.Future[Any] = await self._producer.send(
+            self.topic, encode_event(event), key=record_key(event.aor)
+        )
+        return future
 
     async def stop(self) -> None:
         """Flush what is queued and close the connections (idempotent)."""

@@ -46,6 +46,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
 from processors.sipuri import canonical_aor
 from schemas import AorState, RegistrationEvent, decode_event, decode_state
 from streams.log.deadletter import DeadLetter, DeadLetterPolicy
+from streams.log.kafka_config import client_config
 from streams.log.routing import cached_partition, kafka_partition
 from streams.settings import Settings
 
@@ -130,8 +131,7 @@ class ReadStats:
 def consumer_for(settings: Settings, client_id: str) -> Any:
     """A group-less, non-committing consumer: an analyst's read leaves no trace in the cluster."""
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=client_id,
+        **client_config(settings, client_id),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -509,9 +509,7 @@ async def group_lag(
     None when the group has committed nothing on the topic (no engine ran, or
     another group id). A partition without a commit counts as entirely behind.
     """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, client_id="regstate-audit"
-    )
+    admin = AIOKafkaAdminClient(**client_config(settings, "regstate-audit"))
     await admin.start()
     try:
         # A young cluster has no __consumer_offsets yet: its first coordinator

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 
+from streams.log.kafka_config import client_config
 from streams.settings import Settings
 
 
@@ -49,7 +50,7 @@ async def read_latest(
     its end is not reached within ``timeout_s``.
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **client_config(settings, "regstate-snapshot"),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

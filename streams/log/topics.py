@@ -21,6 +21,7 @@ from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
 )
 from aiokafka.errors import TopicAlreadyExistsError, for_code  # type: ignore[import-untyped]
 
+from streams.log.kafka_config import client_config
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -124,9 +125,7 @@ def topic_specs(
 
 def _admin(settings: Settings) -> Any:
     return AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id="regstate-topics",
-        request_timeout_ms=30_000,
+        **client_config(settings, "regstate-topics"), request_timeout_ms=30_000
     )
 
 

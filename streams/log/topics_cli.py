@@ -64,6 +64,7 @@ def _add_retention(parser: argparse.ArgumentParser) -> None:
 def _ensure(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
+    from streams.log.kafka_config import failure_message
     from streams.log.topics import TopicsError, ensure_topics, topic_specs
 
     settings = Settings.from_env()
@@ -78,10 +79,7 @@ def _ensure(args: argparse.Namespace) -> int:
         print(f"regstate topics: {exc}", file=sys.stderr)
         return 1
     except (KafkaError, OSError, TimeoutError) as exc:
-        print(
-            f"regstate topics: Kafka at {settings.bootstrap_servers}: {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"regstate topics: {failure_message(settings, exc)}", file=sys.stderr)
         return 1
     for spec in specs:
         print(f"{'created' if spec.name in created else 'exists '} {spec.describe()}")
@@ -89,6 +87,7 @@ def _ensure(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from streams.log.kafka_config import failure_message
     from streams.log.topics import check_topic, describe_topics, topic_specs
 
     settings = Settings.from_env()
@@ -103,10 +102,7 @@ def _list(args: argparse.Namespace) -> int:
     try:
         states = asyncio.run(describe_topics(settings, [s.name for s in specs]))
     except (KafkaError, OSError, TimeoutError) as exc:
-        print(
-            f"regstate topics: Kafka at {settings.bootstrap_servers}: {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"regstate topics: {failure_message(settings, exc)}", file=sys.stderr)
         return 1
     code = 0
     for spec in specs:
