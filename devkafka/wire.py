@@ -184,22 +184,26 @@ def probe_broker(
     host, _, port = address.rpartition(":")
     with socket.create_connection((host, int(port)), timeout=timeout) as raw:
         raw.settimeout(timeout)
-        sock = raw
-        if auth is not None:
-            context = ssl.create_default_context(cafile=auth.cafile)
-            sock = context.wrap_socket(raw, server_hostname=host)
+        if auth is None:
+            return _metadata(raw)
+        context = ssl.create_default_context(cafile=auth.cafile)
+        with context.wrap_socket(raw, server_hostname=host) as sock:
             scram_login(sock, auth.username, auth.password)
-        reader = _roundtrip(sock, _request(API_VERSIONS, 0, 1, b""), 1)
-        error = reader.int16()
-        if error != 0:
-            raise ProtocolError(f"ApiVersions error code {error}")
-        supported: dict[int, tuple[int, int]] = {}
-        for _ in range(reader.int32()):
-            key, low, high = reader.int16(), reader.int16(), reader.int16()
-            supported[key] = (low, high)
-        low, high = supported.get(METADATA, (0, -1))
-        version = next((v for v in _METADATA_VERSIONS if low <= v <= high), None)
-        if version is None:
-            raise ProtocolError(f"broker serves Metadata v{low}..v{high} only")
-        reader = _roundtrip(sock, _request(METADATA, version, 2, metadata_request_body(version)), 2)
-        return parse_metadata_response(reader, version)
+            return _metadata(sock)
+
+
+def _metadata(sock: socket.socket) -> BrokerMetadata:
+    reader = _roundtrip(sock, _request(API_VERSIONS, 0, 1, b""), 1)
+    error = reader.int16()
+    if error != 0:
+        raise ProtocolError(f"ApiVersions error code {error}")
+    supported: dict[int, tuple[int, int]] = {}
+    for _ in range(reader.int32()):
+        key, low, high = reader.int16(), reader.int16(), reader.int16()
+        supported[key] = (low, high)
+    low, high = supported.get(METADATA, (0, -1))
+    version = next((v for v in _METADATA_VERSIONS if low <= v <= high), None)
+    if version is None:
+        raise ProtocolError(f"broker serves Metadata v{low}..v{high} only")
+    reader = _roundtrip(sock, _request(METADATA, version, 2, metadata_request_body(version)), 2)
+    return parse_metadata_response(reader, version)

@@ -5,6 +5,10 @@ when set (CI or a developer's own broker), else the local 1-node Kafka
 (``regstate kafka up``), started on first use and left running afterwards so the
 next session starts in well under a second; ``regstate kafka down`` stops it.
 
+``secure_kafka``: the local secured 1-node Kafka (``regstate kafka up --secure``:
+SASL_SSL on 127.0.0.1:29092, SCRAM users per role, ACLs enforced), started on first
+use and left running like the plaintext one.
+
 ``kafka_cluster``: the local 3-node Kafka (:class:`devkafka.local.LocalKafka`),
 started on first use. Before each test every node is up again (a fault test may
 have stopped one); at the end of the session it is stopped if this session
@@ -34,7 +38,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "kafka_cluster" in names:
             item.add_marker(pytest.mark.cluster)
             item.add_marker(pytest.mark.integration)
-        elif "kafka_bootstrap" in names:
+        elif "kafka_bootstrap" in names or "secure_kafka" in names:
             item.add_marker(pytest.mark.integration)
 
 
@@ -62,3 +66,11 @@ def kafka_cluster(_kafka_cluster_session: LocalKafka) -> LocalKafka:
     """The local 3-node Kafka with every node up; ``.bootstrap``, ``.stop_node(i)`` etc."""
     _kafka_cluster_session.up()
     return _kafka_cluster_session
+
+
+@pytest.fixture(scope="session")
+def secure_kafka() -> LocalKafka:
+    """The local secured 1-node Kafka, running (see the module docstring)."""
+    kafka = LocalKafka(1, secure=True)
+    kafka.up(timeout=120)
+    return kafka

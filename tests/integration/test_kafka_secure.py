@@ -1,0 +1,191 @@
+"""The local Kafka started with ``--secure``: SASL_SSL for every client, ACLs per role.
+
+* The engine path (publish as the front-end -> worker as the worker -> regstate.bindings
+  -> dialer view as the dialer) runs over SASL_SSL, each with its own principal.
+* A plaintext client, a wrong password and an unknown CA are refused, and the error
+  names the setting to fix; no password shows up in what is printed.
+* The front-end principal cannot write regstate.bindings; the dialer principal cannot
+  write any topic (the broker's authorization error is asserted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka.errors import TopicAuthorizationFailedError  # type: ignore[import-untyped]
+
+from devkafka.local import LocalKafka
+from processors.dialer import ServerMap
+from processors.replay import replay
+from streams.dialer.store import SqliteBindingStore
+from streams.dialer.view import DialerViewService, sqlite_opener
+from streams.log.kafka_config import client_config
+from streams.log.topics import ALERTS, BINDING_EVENTS, BINDINGS, DEADLETTER, REGISTRATIONS
+from tests.helpers import PROJECT_ROOT, wait_until_async
+from tests.integration.engine_harness import (
+    Worker,
+    engine_env,
+    free_port,
+    generate,
+    now_ms,
+    publish,
+)
+from tests.integration.secure_support import SecuredTopics, secured_topics
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+NO_SWEEP = 10**13
+
+
+@pytest.fixture
+def topics(secure_kafka: LocalKafka) -> SecuredTopics:
+    return secured_topics(secure_kafka)
+
+
+def _topics_list(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``regstate topics list --live`` with ``env`` on top of this process's environment."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("REGSTATE_KAFKA_")}
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "streams", "topics", "list", "--live"],
+        cwd=PROJECT_ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_admin_lists_the_topics(topics: SecuredTopics) -> None:
+    done = _topics_list(topics.env("admin"))
+    assert done.returncode == 0, done.stderr
+    assert topics.prefix + "registrations" in done.stdout
+
+
+def test_plaintext_client_is_refused_naming_the_protocol_setting(topics: SecuredTopics) -> None:
+    env = topics.env("admin")
+    env["REGSTATE_KAFKA_SECURITY_PROTOCOL"] = "PLAINTEXT"
+    done = _topics_list(env)
+    assert done.returncode == 1
+    assert "REGSTATE_KAFKA_SECURITY_PROTOCOL=PLAINTEXT" in done.stderr
+
+
+def test_wrong_password_is_refused_naming_the_password_file(
+    topics: SecuredTopics, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password\n")
+    env = topics.env("admin", kafka_sasl_password_file=str(wrong))
+    done = _topics_list(env)
+    assert done.returncode == 1
+    assert "SASL login of 'regstate-admin' refused" in done.stderr
+    assert "REGSTATE_KAFKA_SASL_PASSWORD_FILE" in done.stderr
+    assert "not-the-password" not in done.stderr + done.stdout
+
+
+def test_unknown_ca_is_refused_naming_the_ca_setting(topics: SecuredTopics) -> None:
+    env = topics.env("admin")
+    env["REGSTATE_KAFKA_SSL_CAFILE"] = ""  # the system's CAs never signed the local CA
+    done = _topics_list(env)
+    assert done.returncode == 1
+    assert "certificate is not trusted" in done.stderr
+    assert "REGSTATE_KAFKA_SSL_CAFILE" in done.stderr
+
+
+async def _write(settings_env: dict[str, str], topic: str) -> None:
+    from streams.settings import Settings
+
+    settings = Settings.from_env(settings_env)
+    # No idempotence: it needs WRITE somewhere, and the dialer has none at all; the
+    # produce request itself is what the ACLs must refuse.
+    producer = AIOKafkaProducer(**client_config(settings, "acl-test"), acks="all")
+    await producer.start()
+    try:
+        await asyncio.wait_for(await producer.send(topic, b"v", key=b"sip:x@y"), 30)
+    finally:
+        await producer.stop()
+
+
+def test_frontend_writes_registrations_but_not_bindings(topics: SecuredTopics) -> None:
+    env = topics.env("frontend")
+    asyncio.run(_write(env, topics.prefix + REGISTRATIONS))  # its one permission
+    with pytest.raises(TopicAuthorizationFailedError):
+        asyncio.run(_write(env, topics.prefix + BINDINGS))
+
+
+@pytest.mark.parametrize("name", [REGISTRATIONS, BINDINGS, BINDING_EVENTS, ALERTS, DEADLETTER])
+def test_dialer_writes_nothing(topics: SecuredTopics, name: str) -> None:
+    with pytest.raises(TopicAuthorizationFailedError):
+        asyncio.run(_write(topics.env("dialer"), topics.prefix + name))
+
+
+@pytest.mark.slow
+async def test_engine_path_over_sasl_ssl(topics: SecuredTopics, tmp_path: Path) -> None:
+    """Front-end publishes, the worker folds, the dialer view serves: three principals."""
+    frontend = topics.settings("frontend")
+    events = generate(600, 60, seed=5, start_ts=now_ms() - 20 * 60_000)
+    await asyncio.to_thread(publish, frontend, events)
+
+    env = engine_env(
+        topics.kafka.bootstrap,
+        topics.prefix,
+        tmp_path,
+        worker_id="sec",
+        web_port=free_port(),
+        grace_ms=NO_SWEEP,
+    )
+    env.update(topics.env("worker"))
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        await asyncio.to_thread(worker.wait_ready, 120)
+        now = max(e.ts for e in events)
+        table = replay(events, frontend.fold_policy())
+        want = {
+            (aor, b.key, b.uri, b.expires_at)
+            for aor, s in table.states.items()
+            for b in s.active_contacts(now)
+        }
+        assert want
+        db = tmp_path / "dialer.sqlite3"
+        dialer = DialerViewService(
+            topics.settings("dialer", dialer_web_port=0),
+            sqlite_opener(str(db), clock=lambda: now),
+            server_map=ServerMap({}, {}),
+            clock=lambda: now,
+            progress=False,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(dialer.run(stop))
+
+        def rows() -> set[tuple[str, str, str, int]]:
+            store = SqliteBindingStore(db, read_only=True)
+            try:
+                return {
+                    (r.aor, r.contact_key, r.contact_uri, r.expires_at) for r in store.all_rows(now)
+                }
+            finally:
+                store.close()
+
+        try:
+            await wait_until_async(
+                lambda: dialer.ready or task.done(), 90, message="dialer view ready"
+            )
+            assert not task.done(), task.result()
+            await wait_until_async(
+                lambda: db.exists() and rows() == want, 120, message="dialer rows = replay"
+            )
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+    finally:
+        worker.stop()
+    log_text = (tmp_path / "worker.log").read_text(errors="replace")
+    for role in ("worker", "frontend", "dialer", "admin"):
+        assert topics.kafka.secrets.password(role) not in log_text
