@@ -65,7 +65,7 @@ from streams.log.kafka_config import client_config
 from streams.metrics import CONTENT_TYPE
 from streams.metrics import alerting as alerting_metrics
 from streams.settings import Settings, SettingsError
-from streams.webserver import serve
+from streams.webserver import scheme, serve
 
 log = logging.getLogger("regstate.alerting")
 
@@ -88,7 +88,15 @@ class AlertingSettings(Settings):
     alerting_bind: str = "127.0.0.1"
     """Address the HTTP server listens on."""
     alerting_webhook_url: str = ""
-    """Alertmanager base URL (``/api/v2/alerts`` is added); empty: no webhook."""
+    """Alertmanager base URL (``/api/v2/alerts`` is added), or several, comma-separated:
+    each gets every alert on its own retry schedule (an Alertmanager HA pair expects
+    clients to post to every member). Empty: no webhook."""
+    alerting_webhook_username: str = ""
+    """Alertmanager basic auth user (with ``alerting_webhook_password_file``), or empty."""
+    alerting_webhook_password_file: str = ""
+    """File holding the Alertmanager basic auth password (first line)."""
+    alerting_webhook_token_file: str = ""
+    """File holding an Alertmanager bearer token (instead of basic auth), or empty."""
     alerting_webhook_resend_ms: int = 60_000
     """Open alerts are posted again this often."""
     alerting_window_ms: int = 600_000
@@ -149,6 +157,16 @@ class AlertingSettings(Settings):
             numeric = f.name.startswith("alerting_") and f.type in ("int", int)
             if numeric and getattr(self, f.name) < 0:
                 raise SettingsError(f"REGSTATE_{f.name.upper()} must not be negative")
+        if bool(self.alerting_webhook_username) != bool(self.alerting_webhook_password_file):
+            raise SettingsError(
+                "REGSTATE_ALERTING_WEBHOOK_USERNAME and REGSTATE_ALERTING_WEBHOOK_PASSWORD_FILE "
+                "go together"
+            )
+        if self.alerting_webhook_username and self.alerting_webhook_token_file:
+            raise SettingsError(
+                "REGSTATE_ALERTING_WEBHOOK_TOKEN_FILE and basic auth "
+                "(REGSTATE_ALERTING_WEBHOOK_USERNAME): choose one"
+            )
         for name in ("alerting_tick_ms", "alerting_idle_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"REGSTATE_{name.upper()} must be at least 1")
@@ -156,6 +174,29 @@ class AlertingSettings(Settings):
             self.detector_config()
         except ValueError as exc:
             raise SettingsError(f"alerting thresholds: {exc}") from None
+
+    def webhook_urls(self) -> list[str]:
+        """The Alertmanager URLs, in the order given."""
+        return [u.strip() for u in self.alerting_webhook_url.split(",") if u.strip()]
+
+    def webhook_headers(self) -> dict[str, str]:
+        """The Authorization header of the webhook POSTs (secrets read from their files)."""
+        from streams.log.kafka_config import read_secret
+
+        if self.alerting_webhook_token_file:
+            token = read_secret(
+                self.alerting_webhook_token_file, "REGSTATE_ALERTING_WEBHOOK_TOKEN_FILE"
+            )
+            return {"Authorization": f"Bearer {token}"}
+        if self.alerting_webhook_username:
+            import base64
+
+            password = read_secret(
+                self.alerting_webhook_password_file, "REGSTATE_ALERTING_WEBHOOK_PASSWORD_FILE"
+            )
+            pair = f"{self.alerting_webhook_username}:{password}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        return {}
 
     def detector_config(self) -> DetectorConfig:
         """The detector's thresholds from these settings."""
@@ -200,17 +241,19 @@ class AlertingRunner:
             "alerts": settings.topic("alerts"),
         }
         self.kafka_sink = KafkaAlertSink(settings, self.topics["alerts"])
-        generator = f"http://{settings.alerting_bind}:{settings.alerting_port}"
-        self.webhook: WebhookSink | None = (
+        generator = f"{scheme(settings)}://{settings.alerting_bind}:{settings.alerting_port}"
+        headers = settings.webhook_headers()
+        self.webhooks: list[WebhookSink] = [
             WebhookSink(
-                settings.alerting_webhook_url,
+                url,
                 generator_url=generator,
                 resend_ms=settings.alerting_webhook_resend_ms,
                 wall_ms=clock,
+                headers=headers,
             )
-            if settings.alerting_webhook_url
-            else None
-        )
+            for url in settings.webhook_urls()
+        ]
+        """One sink per Alertmanager: a receiver that is down delays no other."""
         self.ready = asyncio.Event()
         """Set once the inputs were read to their end offsets as of the start."""
         self.records: Counter[str] = Counter()
@@ -325,8 +368,8 @@ class AlertingRunner:
         self.changes[(change.alert.kind, change.change)] += 1
         log_change(change)
         await self.kafka_sink.submit(change.alert)
-        if self.webhook is not None:
-            self.webhook.submit(change.alert)
+        for webhook in self.webhooks:
+            webhook.submit(change.alert)
 
     # ------------------------------------------------------------------ Kafka
 
@@ -391,8 +434,8 @@ class AlertingRunner:
 
         await self.start_http()
         await self.kafka_sink.start()
-        if self.webhook is not None:
-            self.webhook.start()
+        for webhook in self.webhooks:
+            webhook.start()
         consumer = AIOKafkaConsumer(
             **client_config(self.settings, "regstate-alerting"),
             group_id=None,
@@ -431,8 +474,8 @@ class AlertingRunner:
                 await self._advance()
         finally:
             await consumer.stop()
-            if self.webhook is not None:
-                await self.webhook.close()
+            for webhook in self.webhooks:
+                await webhook.close()
             await self.kafka_sink.stop()
             await self.stop_http()
 
@@ -440,7 +483,6 @@ class AlertingRunner:
 
     def render_metrics(self) -> str:
         """Prometheus text of the runner and the detector."""
-        webhook = self.webhook
         return alerting_metrics.render(
             alerting_metrics.Snapshot(
                 open_alerts=self.detector.open_alerts(),
@@ -451,8 +493,9 @@ class AlertingRunner:
                 watermark_ms=self.watermark or 0,
                 idle_s=(self.clock() - self._last_input_wall) / 1000,
                 kafka_sink_errors=self.kafka_sink.errors,
-                webhook_failures=0 if webhook is None else webhook.failures,
-                webhook_pending=0 if webhook is None else webhook.pending,
+                # Summed over the Alertmanagers: labels by URL could expose credentials.
+                webhook_failures=sum(w.failures for w in self.webhooks),
+                webhook_pending=sum(w.pending for w in self.webhooks),
                 ready=self.ready.is_set(),
             )
         )
@@ -476,7 +519,7 @@ class AlertingRunner:
         app.router.add_get("/alerts", alerts)
         app.router.add_get("/healthz", healthz)
         self._web, self.port = await serve(
-            app, self.settings.alerting_bind, self.settings.alerting_port
+            app, self.settings.alerting_bind, self.settings.alerting_port, self.settings
         )
 
     async def stop_http(self) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -82,8 +83,11 @@ class WebhookSink:
         timeout_s: float = 5.0,
         backoff_s: tuple[float, float] = (0.5, 30.0),
         wall_ms: Clock = now_ms,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.url = alertmanager_url(url)
+        self._headers = dict(headers or {})
+        """Sent with every POST (the receiver's basic or bearer auth); never logged."""
         self.generator_url = generator_url
         self.resend_ms = resend_ms
         self.timeout_s = timeout_s
@@ -120,6 +124,7 @@ class WebhookSink:
         """Start the background sender."""
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            headers=self._headers,
             json_serialize=lambda o: orjson.dumps(o).decode(),
         )
         self._task = asyncio.create_task(self._run(), name="regstate-webhook")

@@ -131,9 +131,9 @@ async def _serve(settings: Settings, server_map: ServerMap) -> int:
 
     await ensure_topics(settings)
     if settings.dialer_dsn:
-        from streams.dialer.mysql import mysql_opener
+        from streams.dialer.mysql import MysqlTls, mysql_opener
 
-        opener = mysql_opener(settings.dialer_dsn)
+        opener = mysql_opener(settings.dialer_dsn, tls=MysqlTls.from_settings(settings))
     else:
         opener = sqlite_opener(settings.dialer_db_path())
     service = DialerViewService(settings, opener, server_map=server_map)

@@ -130,6 +130,32 @@ class MysqlDsn:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class MysqlTls:
+    """TLS of the MariaDB/MySQL connection (``REGSTATE_MYSQL_SSL_*``); empty ``ca``: none."""
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> MysqlTls:
+        return cls(settings.mysql_ssl_ca, settings.mysql_ssl_cert, settings.mysql_ssl_key)
+
+    def connect_args(self) -> dict[str, Any]:
+        """PyMySQL's keyword arguments: verify the server's certificate and host name."""
+        if not self.ca:
+            return {}
+        args: dict[str, Any] = {
+            "ssl_ca": self.ca,
+            "ssl_verify_cert": True,
+            "ssl_verify_identity": True,
+        }
+        if self.cert:
+            args.update(ssl_cert=self.cert, ssl_key=self.key)
+        return args
+
+
 class MysqlBindingStore:
     """BindingStore on MariaDB/MySQL (InnoDB). One connection per store object.
 
@@ -138,7 +164,12 @@ class MysqlBindingStore:
     """
 
     def __init__(
-        self, dsn: str | MysqlDsn, *, read_only: bool = False, clock: Clock = now_ms
+        self,
+        dsn: str | MysqlDsn,
+        *,
+        read_only: bool = False,
+        clock: Clock = now_ms,
+        tls: MysqlTls | None = None,
     ) -> None:
         # Optional dependency, untyped; absent where no MySQL store is used.
         import pymysql  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -153,6 +184,7 @@ class MysqlBindingStore:
             database=d.database,
             charset="utf8mb4",
             autocommit=read_only,
+            **(tls or MysqlTls()).connect_args(),
         )
         if not read_only:
             with self.conn.cursor() as cur:
@@ -271,11 +303,11 @@ class MysqlBindingStore:
         self.conn.close()
 
 
-def mysql_opener(dsn: str, clock: Clock = now_ms) -> Any:
+def mysql_opener(dsn: str, clock: Clock = now_ms, tls: MysqlTls | None = None) -> Any:
     """A ``streams.dialer.view.StoreOpener`` for the DSN: a writer and a reader connection."""
     parsed = MysqlDsn.parse(dsn)
 
     def open_store(writer: bool) -> MysqlBindingStore:
-        return MysqlBindingStore(parsed, read_only=not writer, clock=clock)
+        return MysqlBindingStore(parsed, read_only=not writer, clock=clock, tls=tls)
 
     return open_store

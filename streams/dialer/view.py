@@ -177,7 +177,7 @@ class DialerViewService:
         app.router.add_get("/healthz", self.h_healthz)
         app.router.add_get("/readyz", self.h_readyz)
         self._web, self.port = await serve(
-            app, self.settings.web_bind, self.settings.dialer_web_port
+            app, self.settings.web_bind, self.settings.dialer_web_port, self.settings
         )
         log.info("dialer view listening on %s:%s", self.settings.web_bind, self.port)
 

@@ -67,6 +67,9 @@ from streams.log.routing import cached_partition, kafka_partition, owner_of, sam
 from streams.log.topics import BINDING_EVENTS, BINDINGS, DEADLETTER, REGISTRATIONS
 from streams.metrics.engine import EngineMetrics, render
 from streams.settings import Settings
+from streams.webserver import CHALLENGE, HttpAuth, scheme, tls_context
+
+UNAUTHORIZED: Final = {"WWW-Authenticate": CHALLENGE}
 
 log = logging.getLogger("regstate.engine")
 
@@ -173,7 +176,8 @@ def build_app(settings: Settings) -> EngineApp:
         web_bind=settings.web_bind,
         web_port=settings.web_port,
         web_host=settings.web_host,
-        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        canonical_url=f"{scheme(settings)}://{settings.web_host}:{settings.web_port}",
+        web_ssl_context=tls_context(settings),
         # trap 10: no table dumps over HTTP; only the views below.
         web_tables_enabled=False,
         web_router_enabled=False,
@@ -595,10 +599,18 @@ class Engine:
 
     def _add_views(self) -> None:
         engine = self
+        # The shared bearer-token check (streams/webserver.py), on each data view.
+        auth = HttpAuth.from_settings(self.settings)
+        self._http_auth = auth
+
+        def refused(view: View, request: Request) -> Response | None:
+            if auth.allows(request.rel_url.path, request.headers.get("Authorization")):
+                return None
+            return view.json({"error": "unauthorized"}, status=401, headers=dict(UNAUTHORIZED))
 
         @self.app.page("/v1/aors/{aor}")
         async def aor(view: View, request: Request, aor: str) -> Response:
-            return await engine._aor_view(view, request, aor)
+            return refused(view, request) or await engine._aor_view(view, request, aor)
 
         @self.app.page("/healthz")
         async def healthz(view: View, request: Request) -> Response:
@@ -616,7 +628,7 @@ class Engine:
 
         @self.app.page("/v1/problems")
         async def problems(view: View, request: Request) -> Response:
-            return await engine._problems_view(view, request)
+            return refused(view, request) or await engine._problems_view(view, request)
 
         @self.app.page("/metrics")
         async def metrics(view: View, request: Request) -> Response:
@@ -686,7 +698,11 @@ class Engine:
         url = f"{owner.rstrip('/')}/v1/aors/{quote(aor, safe=':@')}"
         try:
             async with self.app.http_client.get(
-                url, headers={ROUTED_HEADER: self.settings.worker_id}
+                url,
+                headers={
+                    ROUTED_HEADER: self.settings.worker_id,
+                    **self._http_auth.client_headers(),
+                },
             ) as resp:
                 body = await resp.read()
                 return view.bytes(body, content_type="application/json", status=resp.status)

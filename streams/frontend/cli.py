@@ -321,7 +321,7 @@ async def serve(
     if web_port:
         web_port += prepared.process_index or 0
     web, web_port = await start_web(
-        node, event_log, settings.web_bind, web_port, node_name(settings)
+        node, event_log, settings.web_bind, web_port, node_name(settings), settings
     )
     print(
         f"listening udp+tcp {settings.sip_bind}:{node.udp_port} node {node.node_id} "

@@ -19,6 +19,7 @@ from streams.frontend.eventlog import EventLog
 from streams.frontend.node import FrontendNode
 from streams.metrics import CONTENT_TYPE
 from streams.metrics.frontend import FrontendMetrics
+from streams.settings import Settings
 from streams.webserver import serve
 
 SYNC_INTERVAL_S: Final = 1.0
@@ -26,7 +27,12 @@ SYNC_INTERVAL_S: Final = 1.0
 
 
 async def start_web(
-    node: FrontendNode, event_log: EventLog, host: str, port: int, node_name: str | None = None
+    node: FrontendNode,
+    event_log: EventLog,
+    host: str,
+    port: int,
+    node_name: str | None = None,
+    settings: Settings | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Serve the endpoints on ``host:port`` (0: any free port); returns (runner, bound port).
 
@@ -64,4 +70,6 @@ async def start_web(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    return await serve(app, host, port)
+    # Only /metrics and the probes: no phone data here, but TLS and any later
+    # data endpoint get the shared setup (streams/webserver.py).
+    return await serve(app, host, port, settings)
