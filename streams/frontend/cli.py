@@ -266,6 +266,7 @@ def prepare(settings: Settings, process_index: int | None = None) -> Prepared:
             settings.sip_realm,
             settings.sip_nonce_lifetime_s * 1000,
             now_ms,
+            issuer=node_name(settings, process_index),
         ),
         algorithms=algorithms(settings),
     )

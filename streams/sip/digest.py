@@ -4,21 +4,23 @@ What is guaranteed:
 
 * Only HA1 hashes are ever needed (``H(username:realm:password)``, one per
   algorithm); the password never reaches this module.
-* Nonces are stateless: ``base64url(8-byte issue time in ms || first 16 bytes
-  of HMAC-SHA256(secret, time || realm))``. Any node holding the same secret
-  accepts them, a restart does not invalidate them, and nothing is stored per
-  client. A nonce older than the lifetime, or one we did not issue, with an
-  otherwise correct digest gets ``stale=true`` (the phone retries without
-  asking its user); with a wrong digest it is a failure.
+* Nonces are stateless: ``base64url(8-byte issue time in ms || 6-byte issuer
+  tag || first 16 bytes of HMAC-SHA256(secret, time || tag || realm))``. The
+  tag names the issuing process: a hash of its node and process name (``fe1#0``)
+  and a random id drawn at start (D95). Nothing is stored per client. A nonce
+  older than the lifetime, one we did not issue, or one another process or node
+  issued (or this process before a restart), with an otherwise correct digest,
+  gets ``stale=true`` (the phone retries without asking its user); with a wrong
+  digest it is a failure.
 * An unknown user follows the same code path as a known one with a wrong
   password: a digest is computed against a per-process random HA1 and compared
   with :func:`hmac.compare_digest`, so the answer and its timing do not tell
   whether the user exists.
-* qop=auth only. Nonces are stateless, but each node remembers the
-  (nonce, cnonce, nc) triples it accepted for the nonce lifetime: the same
-  credentials in a new transaction get a fresh challenge (``stale=true``), so a
-  captured Authorization cannot be replayed to that node. Another node sharing
-  the secret does not know them; the nonce lifetime bounds that window.
+* qop=auth only. Each process remembers the (nonce, cnonce, nc) triples it
+  accepted for the nonce lifetime: the same credentials in a new transaction get
+  a fresh challenge (``stale=true``). Since only the issuing process accepts a
+  nonce at all, a captured Authorization is refused everywhere but once: by the
+  issuer's memory, and by every other process and node through the tag.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ CHALLENGE_ORDER: Final = ("SHA-256", "MD5")
 """RFC 7616 section 3.7: the preferred algorithm first; MD5 for the many phones that
 know nothing else."""
 _NONCE_MAC_BYTES: Final = 16
+_NONCE_TAG_BYTES: Final = 6
 MAX_TRACKED_NONCE_USES: Final = 200_000
 """Bound of the replay memory (about 100 bytes each); the oldest entries go first."""
 
@@ -165,13 +168,20 @@ class NonceCheck(Enum):
     EXPIRED = "expired"
     FOREIGN = "foreign"
     """Not issued with our secret (another deployment, a restart with a new key, or forged)."""
+    OTHER_ISSUER = "other_issuer"
+    """Issued with our secret by another node or process (or by this one before a restart)."""
 
 
 class NonceIssuer:
     """Stateless HMAC nonces with a lifetime (see the module docstring)."""
 
     def __init__(
-        self, secret: bytes, realm: str, lifetime_ms: int, now_ms: Callable[[], int]
+        self,
+        secret: bytes,
+        realm: str,
+        lifetime_ms: int,
+        now_ms: Callable[[], int],
+        issuer: str = "",
     ) -> None:
         if len(secret) < 16:
             raise ValueError("the nonce secret must be at least 16 bytes")
@@ -179,16 +189,21 @@ class NonceIssuer:
         self._realm = realm.encode("utf-8")
         self.lifetime_ms = lifetime_ms
         self.now_ms = now_ms
+        self.issuer = issuer
+        """Node and process name (``fe1#0``), for logs; the tag also holds a random id."""
+        boot = secrets.token_bytes(16)
+        self.tag = hashlib.sha256(issuer.encode("utf-8") + b"\0" + boot).digest()[:_NONCE_TAG_BYTES]
 
-    def _mac(self, stamp: bytes) -> bytes:
-        return hmac.new(self._secret, stamp + self._realm, hashlib.sha256).digest()[
+    def _mac(self, stamp: bytes, tag: bytes) -> bytes:
+        return hmac.new(self._secret, stamp + tag + self._realm, hashlib.sha256).digest()[
             :_NONCE_MAC_BYTES
         ]
 
     def issue(self) -> str:
-        """A fresh nonce (32 URL-safe base64 characters)."""
+        """A fresh nonce (40 URL-safe base64 characters)."""
         stamp = max(0, self.now_ms()).to_bytes(8, "big")
-        return base64.urlsafe_b64encode(stamp + self._mac(stamp)).decode("ascii")
+        raw = stamp + self.tag + self._mac(stamp, self.tag)
+        return base64.urlsafe_b64encode(raw).decode("ascii")
 
     def check(self, nonce: str) -> NonceCheck:
         """VALID when we issued it less than ``lifetime_ms`` ago (and not in the future)."""
@@ -196,11 +211,13 @@ class NonceIssuer:
             raw = base64.urlsafe_b64decode(nonce.encode("ascii"))
         except (ValueError, UnicodeEncodeError):
             return NonceCheck.FOREIGN
-        if len(raw) != 8 + _NONCE_MAC_BYTES:
+        if len(raw) != 8 + _NONCE_TAG_BYTES + _NONCE_MAC_BYTES:
             return NonceCheck.FOREIGN
-        stamp, mac = raw[:8], raw[8:]
-        if not hmac.compare_digest(mac, self._mac(stamp)):
+        stamp, tag, mac = raw[:8], raw[8 : 8 + _NONCE_TAG_BYTES], raw[8 + _NONCE_TAG_BYTES :]
+        if not hmac.compare_digest(mac, self._mac(stamp, tag)):
             return NonceCheck.FOREIGN
+        if tag != self.tag:
+            return NonceCheck.OTHER_ISSUER
         age = self.now_ms() - int.from_bytes(stamp, "big")
         # A nonce from slightly in the future: another node's clock; allow 5 s.
         if age > self.lifetime_ms or age < -5000:
@@ -318,7 +335,10 @@ class DigestAuthenticator:
         digest_ok = hmac.compare_digest(expected.encode(), creds.response.encode()) and known
         if not digest_ok:
             return AuthResult(AuthOutcome.FAILED, user, "wrong credentials")
-        if self.nonces.check(creds.nonce) is not NonceCheck.VALID:
+        nonce_check = self.nonces.check(creds.nonce)
+        if nonce_check is NonceCheck.OTHER_ISSUER:
+            return AuthResult(AuthOutcome.STALE, user, "nonce issued by another process or node")
+        if nonce_check is not NonceCheck.VALID:
             return AuthResult(AuthOutcome.STALE, user, "nonce expired")
         if not self._first_use((creds.nonce, creds.cnonce, creds.nc)):
             # The same credentials again in a new transaction: a replay, or a phone

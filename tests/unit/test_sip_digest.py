@@ -82,7 +82,7 @@ def test_nonces() -> None:
     clock = Clock()
     issuer = NonceIssuer(SECRET, REALM, 300_000, clock)
     nonce = issuer.issue()
-    assert len(nonce) == 32 and issuer.check(nonce) is NonceCheck.VALID
+    assert len(nonce) == 40 and issuer.check(nonce) is NonceCheck.VALID
     clock.ms += 300_001
     assert issuer.check(nonce) is NonceCheck.EXPIRED
     other = NonceIssuer(b"x" * 32, REALM, 300_000, clock)
@@ -244,3 +244,22 @@ def test_replayed_credentials_get_a_fresh_challenge(
     fresh = authorization(auth, "1001", "s3cret")
     assert auth.verify("REGISTER", "sip:pbx.example", [fresh]).outcome is AuthOutcome.OK
     assert len(auth._used) == 1  # the expired entries were dropped
+
+
+def test_nonce_of_another_process_or_node_is_stale_even_with_the_right_digest(
+    clock: Clock,
+) -> None:
+    users = {"1001": hashes_for("1001", REALM, "s3cret")}
+    here = DigestAuthenticator(REALM, users, NonceIssuer(SECRET, REALM, 300_000, clock, "fe1#0"))
+    for issuer in ("fe1#1", "fe2", "fe1#0"):  # fe1#0 again: this process after a restart
+        other = DigestAuthenticator(
+            REALM, users, NonceIssuer(SECRET, REALM, 300_000, clock, issuer)
+        )
+        assert other.nonces.check(here.nonces.issue()) is NonceCheck.OTHER_ISSUER
+        value = authorization(here, "1001", "s3cret")
+        result = other.verify("REGISTER", "sip:pbx.example", [value])
+        assert result.outcome is AuthOutcome.STALE
+        assert result.detail == "nonce issued by another process or node"
+    # A wrong password with a foreign nonce is still a failure, not a retry.
+    wrong = authorization(here, "1001", "nope")
+    assert here.verify("REGISTER", "sip:pbx.example", [wrong]).outcome is AuthOutcome.FAILED
