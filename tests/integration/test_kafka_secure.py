@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
+import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.errors import TopicAuthorizationFailedError  # type: ignore[import-untyped]
 
 from devkafka.local import LocalKafka
-from processors.dialer import ServerMap
+from processors.dialer import ServerMap, extension_of
 from processors.replay import replay
 from streams.dialer.store import SqliteBindingStore
 from streams.dialer.view import DialerViewService, sqlite_opener
@@ -126,9 +129,41 @@ def test_dialer_writes_nothing(topics: SecuredTopics, name: str) -> None:
         asyncio.run(_write(topics.env("dialer"), topics.prefix + name))
 
 
+async def _get(url: str, token: str | None) -> int:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+        return resp.status
+
+
+async def assert_sse_token_required(base: str, token: str) -> None:
+    """The dialer view's SSE stream: 401 without the token; with it, the subscription."""
+    url = base + "/v1/events?ext=1"
+    assert await _get(url, None) == 401
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+        assert resp.status == 200
+        assert await resp.content.readline() == b": subscribed\n"
+
+
+async def assert_token_required(base: str, data_paths: list[str], token: str) -> None:
+    """Every data path: 401 without the token or with a wrong one, 200 with it; probes open."""
+    for path in data_paths:
+        assert await _get(base + path, None) == 401, path
+        assert await _get(base + path, "x" * len(token)) == 401, path
+        assert await _get(base + path, token) == 200, path
+    for path in ("/healthz", "/metrics"):
+        assert await _get(base + path, None) == 200, path
+
+
 @pytest.mark.slow
 async def test_engine_path_over_sasl_ssl(topics: SecuredTopics, tmp_path: Path) -> None:
-    """Front-end publishes, the worker folds, the dialer view serves: three principals."""
+    """Front-end publishes, the worker folds, the dialer view serves: three principals.
+
+    The worker's and the dialer view's HTTP APIs ask for the bearer token meanwhile.
+    """
+    token = secrets.token_urlsafe(24)
+    token_file = tmp_path / "http.token"
+    token_file.write_text(token + "\n")
     frontend = topics.settings("frontend")
     events = generate(600, 60, seed=5, start_ts=now_ms() - 20 * 60_000)
     await asyncio.to_thread(publish, frontend, events)
@@ -140,6 +175,7 @@ async def test_engine_path_over_sasl_ssl(topics: SecuredTopics, tmp_path: Path) 
         worker_id="sec",
         web_port=free_port(),
         grace_ms=NO_SWEEP,
+        http_token_file=str(token_file),
     )
     env.update(topics.env("worker"))
     worker = Worker(env, tmp_path / "worker.log").start()
@@ -155,7 +191,7 @@ async def test_engine_path_over_sasl_ssl(topics: SecuredTopics, tmp_path: Path) 
         assert want
         db = tmp_path / "dialer.sqlite3"
         dialer = DialerViewService(
-            topics.settings("dialer", dialer_web_port=0),
+            topics.settings("dialer", dialer_web_port=0, http_token_file=str(token_file)),
             sqlite_opener(str(db), clock=lambda: now),
             server_map=ServerMap({}, {}),
             clock=lambda: now,
@@ -181,6 +217,17 @@ async def test_engine_path_over_sasl_ssl(topics: SecuredTopics, tmp_path: Path) 
             await wait_until_async(
                 lambda: db.exists() and rows() == want, 120, message="dialer rows = replay"
             )
+            # An AOR active at the dialer's clock and still at the worker's (wall clock).
+            wall = now_ms() + 120_000
+            aor = next(a for a, s in sorted(table.states.items()) if s.active_contacts(wall))
+            quoted = quote(aor, safe="")
+            await assert_token_required(
+                f"http://127.0.0.1:{dialer.port}",
+                [f"/v1/aors/{quoted}", f"/v1/extensions/{quote(extension_of(aor))}"],
+                token,
+            )
+            await assert_sse_token_required(f"http://127.0.0.1:{dialer.port}", token)
+            await assert_token_required(worker.url, [f"/v1/aors/{quoted}", "/v1/problems"], token)
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)
