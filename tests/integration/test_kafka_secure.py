@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -24,8 +26,10 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.errors import TopicAuthorizationFailedError  # type: ignore[import-untyped]
 
 from devkafka.local import LocalKafka
+from devkafka.secure import ROLES
 from processors.dialer import ServerMap, extension_of
 from processors.replay import replay
+from streams.cli import build_parser
 from streams.dialer.store import SqliteBindingStore
 from streams.dialer.view import DialerViewService, sqlite_opener
 from streams.log.kafka_config import client_config
@@ -181,6 +185,8 @@ async def test_engine_path_over_sasl_ssl(topics: SecuredTopics, tmp_path: Path) 
     worker = Worker(env, tmp_path / "worker.log").start()
     try:
         await asyncio.to_thread(worker.wait_ready, 120)
+        assert worker.proc is not None
+        titles = _process_title(worker.proc.pid)
         now = max(e.ts for e in events)
         table = replay(events, frontend.fold_policy())
         want = {
@@ -233,6 +239,79 @@ async def test_engine_path_over_sasl_ssl(topics: SecuredTopics, tmp_path: Path) 
             await asyncio.wait_for(task, 30)
     finally:
         worker.stop()
+    secrets_ = [topics.kafka.secrets.password(r) for r in ROLES] + [token]
     log_text = (tmp_path / "worker.log").read_text(errors="replace")
-    for role in ("worker", "frontend", "dialer", "admin"):
-        assert topics.kafka.secrets.password(role) not in log_text
+    assert not [s for s in secrets_ if s in log_text], "a secret in the worker's log"
+    assert not [s for s in secrets_ if s in titles], "a secret in a process title"
+    records = await _all_records(topics)
+    assert records, "the topics hold the engine path's records"
+    blob = b"\n".join(records)
+    assert not [s for s in secrets_ if s.encode() in blob], "a secret in a topic"
+
+
+async def _all_records(topics: SecuredTopics) -> list[bytes]:
+    """Keys, values and headers of every record of the test's topics (read as the admin)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    settings = topics.settings("admin")
+    consumer = AIOKafkaConsumer(
+        **client_config(settings, "secrets-test"), enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    out: list[bytes] = []
+    try:
+        names = [n for n in await consumer.topics() if n.startswith(topics.prefix)]
+        await consumer._client.force_metadata_update()  # the partitions of every topic
+        tps = [TopicPartition(n, p) for n in names for p in consumer.partitions_for_topic(n) or ()]
+        ends = await consumer.end_offsets(tps)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    out.append(record.key or b"")
+                    out.append(record.value or b"")
+                    out.extend(v for _, v in record.headers)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def _process_title(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+
+
+def _help_texts(parser: argparse.ArgumentParser) -> Iterator[str]:
+    yield parser.format_help()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _help_texts(sub)
+
+
+def test_no_secret_in_help_broker_titles_logs_or_files(
+    topics: SecuredTopics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--help of every command (with a role's settings in the environment), the brokers'
+    process titles and logs hold no password; every secret file is private (0600)."""
+    kafka = topics.kafka
+    secrets_ = [kafka.secrets.password(r) for r in ROLES]
+    for name, value in topics.env("admin").items():
+        monkeypatch.setenv(name, value)
+    helps = "\n".join(_help_texts(build_parser()))
+    assert "--secure" in helps and "REGSTATE_ALERTING_WEBHOOK_PASSWORD_FILE" in helps
+    assert not [s for s in secrets_ if s in helps]
+    for spec in kafka.layout.specs:
+        pid = kafka.node_pid(spec.node_id)
+        assert pid is not None
+        assert not [s for s in secrets_ if s in _process_title(pid)]
+        node_dir = kafka.node_dir(spec.node_id)
+        for log in ("server.log", "console.log"):
+            text = (node_dir / log).read_text(errors="replace")
+            assert not [s for s in secrets_ if s in text], f"a password in {log}"
+        assert not (node_dir / "format.args").exists()
+        assert (node_dir / "server.properties").stat().st_mode & 0o077 == 0
+    assert kafka.secrets.root.stat().st_mode & 0o077 == 0
+    for path in kafka.secrets.root.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path
