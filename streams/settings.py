@@ -128,13 +128,14 @@ class Settings:
     """Front-end: the HA1 user file; empty means ``<data_dir>/sip-users.json``."""
     sip_nonce_secret_file: str = ""
     """Front-end: HMAC key of the stateless nonces (created, mode 0600, if missing); empty
-    means ``<data_dir>/sip-nonce.key``. Nodes sharing the file accept each other's nonces."""
+    means ``<data_dir>/sip-nonce.key``. A nonce is accepted only by the process that issued
+    it (D95), so a captured Authorization is refused at every other process and node."""
     sip_digest_algorithms: str = "SHA-256,MD5"
     """Front-end: Digest algorithms offered in 401 challenges, preferred first (RFC 8760);
     ``MD5`` alone for clients that read only the first challenge (e.g. SIPp 3.6)."""
     sip_nonce_lifetime_s: int = 300
-    """Front-end: a nonce older than this gets ``stale=true``; it also bounds how long a
-    captured Authorization can be replayed (nonces are stateless)."""
+    """Front-end: a nonce older than this gets ``stale=true``; the issuing process remembers
+    the credentials it accepted this long, so a captured Authorization is refused there too."""
     sip_default_expires: int = 3600
     """Front-end: expiry granted to a Contact that asks for none (no parameter, no header)."""
     sip_min_expires: int = 60
@@ -185,8 +186,8 @@ class Settings:
     """Every Kafka client, SSL protocols: PEM key of ``kafka_ssl_certfile``."""
     http_token_file: str = ""
     """Every HTTP server (worker, dialer view, alerting, front-end): file holding the bearer
-    token that endpoints returning phone data or changing state require; health probes
-    never do. Empty: no token asked (development only)."""
+    token that endpoints returning phone data or changing state require; health probes and
+    ``/metrics`` (no phone data, D91) never do. Empty: no token asked (development only)."""
     http_tls_certfile: str = ""
     """Every HTTP server: PEM certificate chain; with ``http_tls_keyfile`` it serves HTTPS."""
     http_tls_keyfile: str = ""
