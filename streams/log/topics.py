@@ -152,9 +152,14 @@ async def _configs(admin: Any, names: Iterable[str]) -> dict[str, dict[str, str]
     for response in await admin.describe_configs(resources):
         for error_code, error_message, _rtype, name, entries, *_ in response.resources:
             if error_code != 0:
+                error = for_code(error_code).__name__
+                hint = ""
+                if "Authorization" in error:
+                    # The ACLs of this principal, not the topic, are what to fix.
+                    hint = " (this principal lacks DESCRIBE_CONFIGS; see `regstate kafka acls`)"
                 raise TopicsError(
                     f"cannot describe the config of {name}: "
-                    f"{for_code(error_code).__name__} {error_message or ''}".rstrip()
+                    f"{error} {error_message or ''}".rstrip() + hint
                 )
             out[name] = {entry[0]: entry[1] for entry in entries}
     return out

@@ -88,7 +88,7 @@ def _ensure(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from streams.log.kafka_config import failure_message
-    from streams.log.topics import check_topic, describe_topics, topic_specs
+    from streams.log.topics import TopicsError, check_topic, describe_topics, topic_specs
 
     settings = Settings.from_env()
     specs = topic_specs(settings, registrations_retention_ms=args.registrations_retention_ms)
@@ -101,6 +101,9 @@ def _list(args: argparse.Namespace) -> int:
 
     try:
         states = asyncio.run(describe_topics(settings, [s.name for s in specs]))
+    except TopicsError as exc:
+        print(f"regstate topics: {exc}", file=sys.stderr)
+        return 1
     except (KafkaError, OSError, TimeoutError) as exc:
         print(f"regstate topics: {failure_message(settings, exc)}", file=sys.stderr)
         return 1
