@@ -158,8 +158,8 @@ async def _configs(admin: Any, names: Iterable[str]) -> dict[str, dict[str, str]
                     # The ACLs of this principal, not the topic, are what to fix.
                     hint = " (this principal lacks DESCRIBE_CONFIGS; see `regstate kafka acls`)"
                 raise TopicsError(
-                    f"cannot describe the config of {name}: "
-                    f"{error} {error_message or ''}".rstrip() + hint
+                    f"cannot describe the config of {name}: {error} {error_message or ''}".rstrip()
+                    + hint
                 )
             out[name] = {entry[0]: entry[1] for entry in entries}
     return out
