@@ -30,6 +30,13 @@ bash scripts/sipp-install.sh
 # Metrics and rules are linted with a real promtool (Debian prometheus).
 echo "== promtool"
 bash scripts/prometheus-tools-install.sh
+# The secured local Kafka (tests/conftest.py secure_kafka) makes its CA with openssl.
+echo "== openssl"
+bash scripts/openssl-install.sh
+started_secure_kafka=""
+if ! "$BIN/regstate" kafka status --secure >/dev/null 2>&1; then
+  started_secure_kafka=1  # the secure_kafka fixture may start it; stopped again below
+fi
 
 # The dialer view's MariaDB store is tested against a real MariaDB (Debian
 # mariadb-server, installed on first use). REGSTATE_SKIP_MARIADB=1 skips it.
@@ -39,6 +46,9 @@ if [ -z "${REGSTATE_SKIP_MARIADB:-}" ]; then
   bash scripts/mariadb-up.sh >/dev/null && started_mariadb=1
 fi
 cleanup() {
+  if [ -n "$started_secure_kafka" ]; then
+    "$BIN/regstate" kafka down --secure >/dev/null 2>&1 || true
+  fi
   if [ -n "$started_mariadb" ]; then
     bash scripts/mariadb-up.sh down >/dev/null 2>&1 || true
   fi
