@@ -15,9 +15,9 @@ analyst    read every public topic, describe the engine's group (audit's lag)
 =========  ==============================================================================
 
 Every role that runs ``ensure_topics`` at start (frontend via ``regstate publish``,
-worker, alerting) also gets DESCRIBE and DESCRIBE_CONFIGS on the public topics, so
-it can check their shape; creating them stays the admin's job
-(``regstate topics ensure`` as the admin).
+worker, dialer view, alerting) also gets DESCRIBE and DESCRIBE_CONFIGS on the
+public topics, so it can check their shape (metadata only, no record); creating
+them stays the admin's job (``regstate topics ensure`` as the admin).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def role_acls(settings: Settings, principal_prefix: str = "regstate-") -> list[A
             ("GROUP", "LITERAL", engine_group, "DESCRIBE"),
         ],
     }
-    for role in ("frontend", "worker", "alerting"):
+    for role in ("frontend", "worker", "dialer", "alerting"):
         for op in ("DESCRIBE", "DESCRIBE_CONFIGS"):
             rules[role].append(("TOPIC", "PREFIXED", settings.topic_prefix, op))
     return sorted(

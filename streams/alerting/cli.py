@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import dataclasses
 import signal
+import sys
 from typing import TYPE_CHECKING, Any
 
 from streams.settings import SettingsError
@@ -96,4 +97,15 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"regstate alerting: configuration error: {exc}")
         return 2
-    return asyncio.run(_main(settings))
+    from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+
+    from streams.log.kafka_config import failure_message
+    from streams.log.topics import TopicsError
+
+    try:
+        return asyncio.run(_main(settings))
+    except TopicsError as exc:
+        print(f"regstate alerting: {exc}", file=sys.stderr)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        print(f"regstate alerting: {failure_message(settings, exc)}", file=sys.stderr)
+    return 1

@@ -149,7 +149,18 @@ def run_dialer_view(args: argparse.Namespace) -> int:
     """Run the dialer view until SIGTERM/SIGINT (exit 0)."""
     settings = settings_from(args)
     server_map = load_server_map(settings.dialer_phones, settings.dialer_node_map)
-    return asyncio.run(_serve(settings, server_map))
+    from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+
+    from streams.log.kafka_config import failure_message
+    from streams.log.topics import TopicsError
+
+    try:
+        return asyncio.run(_serve(settings, server_map))
+    except TopicsError as exc:
+        print(f"regstate dialer-view: {exc}", file=sys.stderr)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        print(f"regstate dialer-view: {failure_message(settings, exc)}", file=sys.stderr)
+    return 1
 
 
 def _store_from_topic(settings: Settings) -> SqliteBindingStore:

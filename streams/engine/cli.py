@@ -51,11 +51,21 @@ async def _prepare(settings: Settings) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Run the worker in this process until it is stopped; return its exit status."""
     import faust
+    from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
     from streams.engine.worker import Engine
+    from streams.log.kafka_config import failure_message
+    from streams.log.topics import TopicsError
 
     settings = Settings.from_env()
-    copartitioned = asyncio.run(_prepare(settings))
+    try:
+        copartitioned = asyncio.run(_prepare(settings))
+    except TopicsError as exc:
+        print(f"regstate worker: {exc}", file=sys.stderr)
+        return 1
+    except (KafkaError, OSError, TimeoutError) as exc:
+        print(f"regstate worker: {failure_message(settings, exc)}", file=sys.stderr)
+        return 1
     engine = Engine(settings, outputs_copartitioned=copartitioned)
     worker = faust.Worker(
         engine.app,

@@ -33,7 +33,14 @@ from streams.cli import build_parser
 from streams.dialer.store import SqliteBindingStore
 from streams.dialer.view import DialerViewService, sqlite_opener
 from streams.log.kafka_config import client_config
-from streams.log.topics import ALERTS, BINDING_EVENTS, BINDINGS, DEADLETTER, REGISTRATIONS
+from streams.log.topics import (
+    ALERTS,
+    BINDING_EVENTS,
+    BINDINGS,
+    DEADLETTER,
+    REGISTRATIONS,
+    ensure_topics,
+)
 from tests.helpers import PROJECT_ROOT, wait_until_async
 from tests.integration.engine_harness import (
     Worker,
@@ -315,3 +322,35 @@ def test_no_secret_in_help_broker_titles_logs_or_files(
     assert kafka.secrets.root.stat().st_mode & 0o077 == 0
     for path in kafka.secrets.root.iterdir():
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+@pytest.mark.parametrize("role", ["frontend", "worker", "dialer", "alerting"])
+def test_roles_check_the_topics_at_start_without_creating_any(
+    topics: SecuredTopics, role: str
+) -> None:
+    """What `regstate publish`, `worker`, `dialer-view` and `alerting` do first."""
+    assert asyncio.run(ensure_topics(topics.settings(role))) == []
+
+
+@pytest.mark.parametrize("command", ["worker", "dialer-view", "alerting"])
+def test_a_service_refused_by_kafka_exits_naming_the_setting(
+    topics: SecuredTopics, tmp_path: Path, command: str
+) -> None:
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password\n")
+    role = {"worker": "worker", "dialer-view": "dialer", "alerting": "alerting"}[command]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGSTATE_KAFKA_")}
+    env.update(topics.env(role, kafka_sasl_password_file=str(wrong), data_dir=str(tmp_path)))
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", command],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"SASL login of 'regstate-{role}' refused" in done.stderr
+    assert "REGSTATE_KAFKA_SASL_PASSWORD_FILE" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -153,6 +153,8 @@ def test_acls_are_least_privilege() -> None:
     assert dialer == {
         ("TOPIC", "LITERAL", "p.bindings", "READ"),
         ("TOPIC", "LITERAL", "p.binding-events", "READ"),
+        ("TOPIC", "PREFIXED", "p.", "DESCRIBE"),
+        ("TOPIC", "PREFIXED", "p.", "DESCRIBE_CONFIGS"),
     }
     frontend = by_role["User:regstate-frontend"]
     writes = {name for _, _, name, op in frontend if op in ("WRITE", "ALL", "CREATE")}
