@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from schemas.events import front_end_of
@@ -41,20 +41,46 @@ def is_aor(text: str) -> bool:
     return ":" in text and head in ("sip", "sips", "tel")
 
 
+SIP_PROTOCOLS = frozenset({"SIP", "PJSIP"})
+"""VICIdial ``phones.protocol`` values of phones that REGISTER over SIP (IAX2, Zap, DAHDI and
+EXTERNAL phones never reach a SIP registrar)."""
+
+
+def expected_phones(
+    rows: Iterable[tuple[str, str, str | None, str | None]],
+) -> dict[str, tuple[str, ...]]:
+    """``(extension, server_ip, active, protocol)`` rows -> ``{extension: (server_ip, ...)}``.
+
+    Keeps active (``Y``) SIP phones; ``None`` for ``active``/``protocol`` means the
+    source has no such column (a two-column CSV) and keeps the row. Servers sorted, unique.
+    """
+    out: dict[str, set[str]] = {}
+    for ext, ip, active, protocol in rows:
+        if active is not None and active.strip().upper() != "Y":
+            continue
+        if protocol is not None and protocol.strip().upper() not in SIP_PROTOCOLS:
+            continue
+        out.setdefault(ext, set()).add(ip)
+    return {ext: tuple(sorted(ips)) for ext, ips in out.items()}
+
+
 def parse_phones_csv(text: str) -> dict[str, tuple[str, ...]]:
     """VICIdial ``phones`` export -> ``{extension: (server_ip, ...)}``, servers sorted, unique.
 
-    The header must name ``extension`` and ``server_ip`` (other columns are
+    Comma-separated, or tab-separated as ``mysql --batch`` prints a query (told apart
+    by the header line). The header must name ``extension`` and ``server_ip``; with
+    ``active``/``protocol`` columns only active SIP phones count (other columns are
     ignored, so a full export works). An extension on several rows (a phone code
     override, or the same extension on two servers) expects every server named.
     Raises PhonesError naming the line of a row without either value.
     """
-    reader = csv.DictReader(io.StringIO(text))
+    first = text.split("\n", 1)[0]
+    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if "\t" in first else ",")
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     if "extension" not in header or "server_ip" not in header:
         raise PhonesError("phones CSV needs a header with 'extension' and 'server_ip'")
     reader.fieldnames = header
-    out: dict[str, set[str]] = {}
+    rows: list[tuple[str, str, str | None, str | None]] = []
     for line_no, row in enumerate(reader, start=2):
         ext = (row.get("extension") or "").strip()
         ip = (row.get("server_ip") or "").strip()
@@ -62,8 +88,8 @@ def parse_phones_csv(text: str) -> dict[str, tuple[str, ...]]:
             continue  # blank line
         if not ext or not ip:
             raise PhonesError(f"phones CSV line {line_no}: needs both extension and server_ip")
-        out.setdefault(ext, set()).add(ip)
-    return {ext: tuple(sorted(ips)) for ext, ips in out.items()}
+        rows.append((ext, ip, row.get("active"), row.get("protocol")))
+    return expected_phones(rows)
 
 
 def parse_node_map(spec: str) -> dict[str, str]:

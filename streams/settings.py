@@ -10,8 +10,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from processors.policy import CapPolicy, FoldPolicy
+
+if TYPE_CHECKING:
+    from streams.dialer.store import ExtraTables
 
 
 class SettingsError(ValueError):
@@ -107,10 +111,22 @@ class Settings:
     dialer_batch_records: int = 20_000
     """Dialer view: most records applied in one SQLite transaction (with their offsets)."""
     dialer_phones: str = ""
-    """Dialer view: VICIdial ``phones`` CSV export (header ``extension,server_ip``), or empty."""
+    """Dialer view: the phones it expects: VICIdial's ``phones`` table as a
+    ``mysql://user:password@host:port/asterisk`` DSN (active SIP phones), or a CSV or
+    tab-separated export with header ``extension`` and ``server_ip``; empty: none."""
     dialer_node_map: str = ""
     """Dialer view: front-end node -> server IP, ``fe1=10.0.0.1,fe2=...`` or a CSV file
     (header ``node,server_ip``); empty: the expected-server check reports no mismatch."""
+    # -- dialer view: tables of other software (issue 12) --
+    dialer_phones_refresh_s: int = 60
+    """Dialer view: seconds between two reads of ``dialer_phones`` (read in a thread of its
+    own; lookups keep answering from the previous read meanwhile)."""
+    dialer_kamailio_location: int = 0
+    """Dialer view: 1 to also keep Kamailio's ``location`` table (usrloc ``db_mode=3``, table
+    version 9) in the same database, in the same transaction as its own rows."""
+    dialer_asterisk_contacts: int = 0
+    """Dialer view: 1 to also keep Asterisk's realtime ``ps_contacts`` table (``endpoint`` =
+    the extension) in the same database."""
 
     node_id: str = ""
     """Front-end: node id, the ``<node>`` of event ids; empty means ``fe-<host name>``.
@@ -261,12 +277,22 @@ class Settings:
             "state_cache_size",
             "commit_interval_ms",
             "dialer_batch_records",
+            "dialer_phones_refresh_s",
             "health_auth_fail_threshold",
             "health_retransmission_threshold",
             "health_flap_threshold",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"REGSTATE_{name.upper()} must be at least 1")
+
+    def dialer_tables(self) -> ExtraTables:
+        """The tables of other software the dialer view keeps (Kamailio, Asterisk)."""
+        from streams.dialer.store import ExtraTables
+
+        return ExtraTables(
+            kamailio_location=bool(self.dialer_kamailio_location),
+            asterisk_contacts=bool(self.dialer_asterisk_contacts),
+        )
 
     def dialer_db_path(self) -> str:
         """The dialer view's SQLite file (``dialer_db``, else under ``data_dir``)."""

@@ -18,40 +18,21 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from processors.dialer import (
-    PhonesError,
-    ServerMap,
-    parse_node_map,
-    parse_node_map_csv,
-    parse_phones_csv,
-)
+from processors.dialer import ServerMap
 from streams.cliutil import add_format_argument, add_time_argument
+from streams.dialer.phones import load_server_map
 from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from streams.dialer.store import SqliteBindingStore
 
 
-def load_server_map(phones: str, node_map: str) -> ServerMap:
-    """The phones CSV (a path, or empty) and the node map (inline ``a=ip,...`` or a CSV path).
-
-    Raises SettingsError naming the bad file or entry.
-    """
-    try:
-        phones_map = parse_phones_csv(Path(phones).read_text()) if phones else {}
-        if node_map and Path(node_map).is_file():
-            nodes = parse_node_map_csv(Path(node_map).read_text())
-        else:
-            nodes = parse_node_map(node_map) if node_map else {}
-    except (OSError, PhonesError) as exc:
-        raise SettingsError(str(exc)) from None
-    return ServerMap(phones_map, nodes)
-
-
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", help="SQLite file (REGSTATE_DIALER_DB; default under data dir)")
     parser.add_argument(
-        "--phones", help="VICIdial phones CSV, header extension,server_ip (REGSTATE_DIALER_PHONES)"
+        "--phones",
+        help="VICIdial phones: mysql://user:pw@host:port/asterisk, or a CSV/tab-separated "
+        "export with header extension,server_ip (REGSTATE_DIALER_PHONES)",
     )
     parser.add_argument(
         "--node-map",
@@ -133,10 +114,16 @@ async def _serve(settings: Settings, server_map: ServerMap) -> int:
     if settings.dialer_dsn:
         from streams.dialer.mysql import MysqlTls, mysql_opener
 
-        opener = mysql_opener(settings.dialer_dsn, tls=MysqlTls.from_settings(settings))
+        opener = mysql_opener(
+            settings.dialer_dsn,
+            tls=MysqlTls.from_settings(settings),
+            tables=settings.dialer_tables(),
+        )
     else:
-        opener = sqlite_opener(settings.dialer_db_path())
-    service = DialerViewService(settings, opener, server_map=server_map)
+        opener = sqlite_opener(settings.dialer_db_path(), tables=settings.dialer_tables())
+    service = DialerViewService(
+        settings, opener, server_map=server_map, phones_source=settings.dialer_phones
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

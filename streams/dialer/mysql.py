@@ -11,91 +11,23 @@ Limits: ``aor`` up to 255 and ``contact_key`` up to 512 characters (InnoDB's
 3072-byte key limit in utf8mb4); a longer one fails its batch and stops the
 view (exit non-zero) rather than being skipped silently. Collation is binary:
 AOR user parts are case-sensitive (R1). Needs PyMySQL.
+
+The statements are those of the one query layer (``SqlStore`` in
+streams/dialer/store.py, MySQL dialect in streams/dialer/sql.py); this module
+only connects and runs transactions. PyMySQL blocks: the dialer view calls every
+store method from a thread of its own, never from its event loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import orjson
-
-from processors.dialer import is_aor
 from streams.clock import Clock, now_ms
-from streams.dialer.store import (
-    AorInfo,
-    BindingRow,
-    StoreRecord,
-    plan_batch,
-)
-
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS regstate_bindings (
-    aor VARCHAR(255) NOT NULL,
-    contact_key VARCHAR(512) NOT NULL,
-    extension VARCHAR(255) NOT NULL,
-    contact_uri TEXT NOT NULL,
-    node VARCHAR(255) NOT NULL,
-    source_ip VARCHAR(64),
-    source_port INT,
-    source_transport VARCHAR(16),
-    user_agent TEXT,
-    expires_at BIGINT NOT NULL,
-    registered_at BIGINT NOT NULL,
-    refreshed_at BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL,
-    version BIGINT NOT NULL,
-    PRIMARY KEY (aor, contact_key),
-    KEY regstate_bindings_extension (extension)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
-    """CREATE TABLE IF NOT EXISTS regstate_aors (
-    aor VARCHAR(255) NOT NULL PRIMARY KEY,
-    extension VARCHAR(255) NOT NULL,
-    version BIGINT,
-    updated_at BIGINT,
-    health TEXT,
-    last_expires_at BIGINT,
-    removed_at BIGINT,
-    KEY regstate_aors_extension (extension)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
-    """CREATE TABLE IF NOT EXISTS regstate_offsets (
-    topic VARCHAR(255) NOT NULL,
-    `partition` INT NOT NULL,
-    next_offset BIGINT NOT NULL,
-    PRIMARY KEY (topic, `partition`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
-)
-
-_COLUMNS = (
-    "extension, aor, contact_key, contact_uri, node, source_ip, source_port, "
-    "source_transport, user_agent, expires_at, registered_at, refreshed_at, updated_at, version"
-)
-_SELECT = f"SELECT {_COLUMNS} FROM regstate_bindings "  # noqa: S608 - constant columns
-_INSERT_BINDING = (
-    f"REPLACE INTO regstate_bindings ({_COLUMNS}) "  # noqa: S608 - constant columns
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
-_UPSERT_AOR = (
-    "INSERT INTO regstate_aors (aor, extension, version, updated_at, health, last_expires_at, "
-    "removed_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
-    "version = VALUES(version), updated_at = VALUES(updated_at), health = VALUES(health), "
-    "last_expires_at = VALUES(last_expires_at), removed_at = VALUES(removed_at)"
-)
-_TOMBSTONE_AOR = (
-    "INSERT INTO regstate_aors (aor, extension, removed_at) VALUES (%s, %s, %s) "
-    "ON DUPLICATE KEY UPDATE removed_at = VALUES(removed_at)"
-)
-_UPSERT_OFFSET = (
-    "INSERT INTO regstate_offsets (topic, `partition`, next_offset) VALUES (%s, %s, %s) "
-    "ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset)"
-)
-_AOR_INFO = (
-    "SELECT aor, extension, version, updated_at, health, last_expires_at, removed_at "
-    "FROM regstate_aors "
-)
-_DELETE_CHUNK = 500
+from streams.dialer.sql import MYSQL
+from streams.dialer.store import NO_EXTRA_TABLES, ExtraTables, SqlStore
 
 
 class DsnError(ValueError):
@@ -156,12 +88,30 @@ class MysqlTls:
         return args
 
 
-class MysqlBindingStore:
+def connect(dsn: MysqlDsn, *, autocommit: bool, tls: MysqlTls | None = None) -> Any:
+    """A PyMySQL connection (optional dependency, untyped; absent where no MySQL is used)."""
+    import pymysql  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    return pymysql.connect(
+        host=dsn.host,
+        port=dsn.port,
+        user=dsn.user,
+        password=dsn.password,
+        database=dsn.database,
+        charset="utf8mb4",
+        autocommit=autocommit,
+        **(tls or MysqlTls()).connect_args(),
+    )
+
+
+class MysqlBindingStore(SqlStore):
     """BindingStore on MariaDB/MySQL (InnoDB). One connection per store object.
 
     The writer runs each batch in one transaction; a reader uses autocommit so
     every lookup sees the latest committed batch (not a REPEATABLE READ snapshot).
     """
+
+    dialect = MYSQL
 
     def __init__(
         self,
@@ -170,144 +120,54 @@ class MysqlBindingStore:
         read_only: bool = False,
         clock: Clock = now_ms,
         tls: MysqlTls | None = None,
+        tables: ExtraTables = NO_EXTRA_TABLES,
     ) -> None:
-        # Optional dependency, untyped; absent where no MySQL store is used.
-        import pymysql  # type: ignore[import-untyped,import-not-found,unused-ignore]
-
         d = dsn if isinstance(dsn, MysqlDsn) else MysqlDsn.parse(dsn)
         self.clock = clock
-        self.conn: Any = pymysql.connect(
-            host=d.host,
-            port=d.port,
-            user=d.user,
-            password=d.password,
-            database=d.database,
-            charset="utf8mb4",
-            autocommit=read_only,
-            **(tls or MysqlTls()).connect_args(),
-        )
+        self.tables = tables
+        self.read_only = read_only
+        self.conn: Any = connect(d, autocommit=read_only, tls=tls)
         if not read_only:
             with self.conn.cursor() as cur:
-                for ddl in SCHEMA:
+                for ddl in self._schema():
                     cur.execute(ddl)
             self.conn.commit()
 
-    def offsets(self, topic: str) -> dict[int, int]:
-        """``{partition: next offset}`` stored for ``topic``."""
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.conn.cursor() as cur:
-            cur.execute(
-                "SELECT `partition`, next_offset FROM regstate_offsets WHERE topic = %s", (topic,)
-            )
-            rows = cur.fetchall()
-        self.conn.commit()  # end the read transaction of a writer connection
-        return {int(p): int(o) for p, o in rows}
+            cur.execute(sql, tuple(params))
+            rows = list(cur.fetchall())
+        if not self.read_only:
+            self.conn.commit()  # end the read transaction of a writer connection
+        return rows
 
-    def apply_batch(
-        self, records: Sequence[StoreRecord], next_offsets: Mapping[tuple[str, int], int]
-    ) -> None:
-        """Same contract as :meth:`SqliteBindingStore.apply_batch`, in one InnoDB transaction."""
-        plan = plan_batch(records)
-        final, inserts, aor_rows, tombstones = (
-            plan.final,
-            plan.inserts,
-            plan.aor_rows,
-            plan.tombstones,
-        )
-        aors = list(final)
-        try:
-            self.conn.begin()
-            with self.conn.cursor() as cur:
-                for i in range(0, len(aors), _DELETE_CHUNK):
-                    chunk = aors[i : i + _DELETE_CHUNK]
-                    marks = ", ".join(["%s"] * len(chunk))
-                    cur.execute(
-                        f"DELETE FROM regstate_bindings WHERE aor IN ({marks})",  # noqa: S608
-                        chunk,
-                    )
-                if inserts:
-                    cur.executemany(_INSERT_BINDING, inserts)
-                if aor_rows:
-                    cur.executemany(_UPSERT_AOR, aor_rows)
-                if tombstones:
-                    cur.executemany(_TOMBSTONE_AOR, tombstones)
-                offs = [(t, p, o) for (t, p), o in next_offsets.items()]
-                if offs:
-                    cur.executemany(_UPSERT_OFFSET, offs)
-            self.conn.commit()
-        except BaseException:
-            self.conn.rollback()
-            raise
+    def _begin(self) -> Any:
+        self.conn.begin()
+        return self.conn.cursor()
 
-    def _rows(self, where: str, params: tuple[Any, ...]) -> list[BindingRow]:
-        with self.conn.cursor() as cur:
-            cur.execute(_SELECT + where, params)
-            return [BindingRow(*row) for row in cur.fetchall()]
+    def _commit(self, cur: Any) -> None:
+        self.conn.commit()
+        cur.close()
 
-    def lookup_aor(self, aor: str, now_ms: int | None = None) -> list[BindingRow]:
-        """Active contacts of ``aor`` at ``now_ms`` (default: the clock), by contact key."""
-        now = self.clock() if now_ms is None else now_ms
-        return self._rows("WHERE aor = %s AND expires_at > %s ORDER BY contact_key", (aor, now))
-
-    def lookup_extension(self, extension: str, now_ms: int | None = None) -> list[BindingRow]:
-        """Active contacts of every AOR with user part ``extension``, by AOR then key."""
-        now = self.clock() if now_ms is None else now_ms
-        return self._rows(
-            "WHERE extension = %s AND expires_at > %s ORDER BY aor, contact_key", (extension, now)
-        )
-
-    def lookup(self, key: str, now_ms: int | None = None) -> list[BindingRow]:
-        """:meth:`lookup_aor` when ``key`` has a scheme, else :meth:`lookup_extension`."""
-        if is_aor(key):
-            return self.lookup_aor(key, now_ms)
-        return self.lookup_extension(key, now_ms)
-
-    def all_rows(self, now_ms: int | None = None) -> list[BindingRow]:
-        """Every active contact at ``now_ms``, by AOR then contact key."""
-        now = self.clock() if now_ms is None else now_ms
-        return self._rows("WHERE expires_at > %s ORDER BY aor, contact_key", (now,))
-
-    def contacts_any_time(self, key: str) -> list[BindingRow]:
-        """Every stored contact of an AOR or extension, lapsed ones included."""
-        if is_aor(key):
-            return self._rows("WHERE aor = %s ORDER BY contact_key", (key,))
-        return self._rows("WHERE extension = %s ORDER BY aor, contact_key", (key,))
-
-    def aor_info(self, key: str) -> list[AorInfo]:
-        """Last-known facts of the AOR, or of every AOR with that extension, by AOR."""
-        where = "WHERE aor = %s" if is_aor(key) else "WHERE extension = %s ORDER BY aor"
-        with self.conn.cursor() as cur:
-            cur.execute(_AOR_INFO + where, (key,))
-            rows = cur.fetchall()
-        return [
-            AorInfo(
-                aor=a,
-                extension=e,
-                version=v,
-                updated_at=u,
-                health=None if h is None else orjson.loads(h),
-                last_expires_at=le,
-                removed_at=rm,
-            )
-            for a, e, v, u, h, le, rm in rows
-        ]
-
-    def count_rows(self) -> int:
-        """Stored contact rows, lapsed ones included."""
-        with self.conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM regstate_bindings")
-            (n,) = cur.fetchone()
-        return int(n)
+    def _rollback(self, cur: Any) -> None:
+        self.conn.rollback()
+        cur.close()
 
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()
 
 
-def mysql_opener(dsn: str, clock: Clock = now_ms, tls: MysqlTls | None = None) -> Any:
+def mysql_opener(
+    dsn: str,
+    clock: Clock = now_ms,
+    tls: MysqlTls | None = None,
+    tables: ExtraTables = NO_EXTRA_TABLES,
+) -> Any:
     """A ``streams.dialer.view.StoreOpener`` for the DSN: a writer and a reader connection."""
     parsed = MysqlDsn.parse(dsn)
 
     def open_store(writer: bool) -> MysqlBindingStore:
-        return MysqlBindingStore(parsed, read_only=not writer, clock=clock, tls=tls)
+        return MysqlBindingStore(parsed, read_only=not writer, clock=clock, tls=tls, tables=tables)
 
     return open_store

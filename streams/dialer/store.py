@@ -21,7 +21,7 @@ The store never reads a clock itself except through the ``clock`` it is given.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,9 +29,27 @@ from typing import Any, Protocol
 import orjson
 
 from processors.dialer import extension_of, is_aor
+from processors.dialer_tables import (
+    LOCATION_COLUMNS,
+    LOCATION_EXPIRES,
+    LOCATION_LAST_MODIFIED,
+    PS_CONTACTS_COLUMNS,
+    ContactFacts,
+    location_row,
+    ps_contact_id,
+    ps_contact_row,
+    ruid_of,
+)
 from schemas.codec import encode_state
 from schemas.state import AorState
 from streams.clock import Clock, now_ms
+from streams.dialer.sql import (
+    BINDING_COLUMNS,
+    LOCATION_INSERT_COLUMNS,
+    PS_CONTACTS_INSERT_COLUMNS,
+    SQLITE,
+    Dialect,
+)
 
 ContactTuple = tuple[Any, ...]
 """One ``regstate_bindings`` row in column order (see ``_COLUMNS``)."""
@@ -55,6 +73,26 @@ class StoreRecord:
     updated_at: int = 0
     health_json: str | None = None
     last_expires_at: int | None = None
+    location: tuple[tuple[Any, ...], ...] = ()
+    """Kamailio ``location`` rows (only when the store keeps that table)."""
+    ps_contacts: tuple[tuple[Any, ...], ...] = ()
+    """Asterisk ``ps_contacts`` rows (only when the store keeps that table)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraTables:
+    """Tables of other software a store keeps besides its own (off by default)."""
+
+    kamailio_location: bool = False
+    asterisk_contacts: bool = False
+
+    @property
+    def any(self) -> bool:
+        """Whether records need more than the view's own columns."""
+        return self.kamailio_location or self.asterisk_contacts
+
+
+NO_EXTRA_TABLES = ExtraTables()
 
 
 def tombstone(aor: str, ts: int) -> StoreRecord:
@@ -62,13 +100,16 @@ def tombstone(aor: str, ts: int) -> StoreRecord:
     return StoreRecord(aor, ts, None)
 
 
-def record_from_json(aor: str, value: bytes, ts: int) -> StoreRecord:
+def record_from_json(
+    aor: str, value: bytes, ts: int, tables: ExtraTables = NO_EXTRA_TABLES
+) -> StoreRecord:
     """A record from the AorState public JSON on regstate.bindings (DESIGN section 4).
 
     Reads only what the store keeps, without building an AorState (bootstrap
     speed: this is the hot loop, hence the inlined checks). Raises
     ValueError/KeyError/TypeError on a value that is not an AorState of ``aor``,
     so the caller can count and skip it instead of failing a whole batch.
+    ``tables`` says which rows of other software's tables to build as well.
     """
     d = orjson.loads(value)
     if d["aor"] != aor:
@@ -79,6 +120,8 @@ def record_from_json(aor: str, value: bytes, ts: int) -> StoreRecord:
         raise TypeError("version and updated_ts must be integers")
     ext = extension_of(aor)
     rows = []
+    location: list[tuple[Any, ...]] = []
+    ps_contacts: list[tuple[Any, ...]] = []
     last_exp: int | None = None
     for c in d.get("contacts") or ():
         exp = c["expires_at"]
@@ -103,6 +146,12 @@ def record_from_json(aor: str, value: bytes, ts: int) -> StoreRecord:
         rows.append(
             (ext, aor, key, uri, node, ip, port, transport, ua, exp, reg, ref, updated, version)
         )
+        if tables.any:
+            facts = _facts(c, None if src is None else (src["ip"], src["port"], src["transport"]))
+            if tables.kamailio_location:
+                location.append(location_row(aor, facts))
+            if tables.asterisk_contacts:
+                ps_contacts.append(ps_contact_row(ext, facts))
     health = d.get("health")
     return StoreRecord(
         aor,
@@ -112,12 +161,36 @@ def record_from_json(aor: str, value: bytes, ts: int) -> StoreRecord:
         updated,
         None if health is None else orjson.dumps(health).decode(),
         last_exp,
+        tuple(location),
+        tuple(ps_contacts),
     )
 
 
-def record_from_state(state: AorState, ts: int) -> StoreRecord:
+def _facts(c: Mapping[str, Any], source: tuple[str, int, str] | None) -> ContactFacts:
+    """The fields of a contact the extra tables need, type-checked like the rest."""
+    call_id, cseq, q = c["call_id"], c["cseq"], c.get("q")
+    instance, reg_id, path = c.get("instance"), c.get("reg_id"), c.get("path") or []
+    if type(call_id) is not str or type(cseq) is not int:
+        raise TypeError(f"contact {c['key']!r}: call_id/cseq of the wrong type")
+    if q is not None and type(q) not in (int, float):
+        raise TypeError(f"contact {c['key']!r}: q is not a number")
+    if (instance is not None and type(instance) is not str) or (
+        reg_id is not None and type(reg_id) is not int
+    ):
+        raise TypeError(f"contact {c['key']!r}: instance/reg_id of the wrong type")
+    if not isinstance(path, list) or not all(type(p) is str for p in path):
+        raise TypeError(f"contact {c['key']!r}: path is not a list of strings")
+    return ContactFacts(
+        c["key"], c["uri"], c["expires_at"], c["refreshed_at"], call_id, cseq, q, instance,
+        reg_id, source, c.get("user_agent"), path,
+    )  # fmt: skip
+
+
+def record_from_state(
+    state: AorState, ts: int, tables: ExtraTables = NO_EXTRA_TABLES
+) -> StoreRecord:
     """A record from an AorState (tests, ``regstate where`` from a snapshot)."""
-    return record_from_json(state.aor, encode_state(state), ts)
+    return record_from_json(state.aor, encode_state(state), ts, tables)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +237,10 @@ class AorInfo:
 
 
 class BindingStore(Protocol):
-    """What the dialer view needs from a local store (SQLite here; MySQL could be another)."""
+    """What the dialer view needs from a local store (SQLite, MariaDB/MySQL)."""
+
+    tables: ExtraTables
+    """Tables of other software kept with the view's rows (records must carry their rows)."""
 
     def offsets(self, topic: str) -> dict[int, int]:
         """``{partition: next offset to read}`` stored for ``topic`` (empty: read from start)."""
@@ -204,74 +280,13 @@ class BindingStore(Protocol):
         """Last-known facts of the AOR, or of every AOR with that extension."""
         ...
 
+    def replace_phones(self, phones: Mapping[str, Sequence[str]], nodes: Mapping[str, str]) -> None:
+        """Make ``regstate_phones``/``regstate_nodes`` hold exactly these (one transaction)."""
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...
-
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS regstate_bindings (
-    aor TEXT NOT NULL,
-    contact_key TEXT NOT NULL,
-    extension TEXT NOT NULL,
-    contact_uri TEXT NOT NULL,
-    node TEXT NOT NULL,
-    source_ip TEXT,
-    source_port INTEGER,
-    source_transport TEXT,
-    user_agent TEXT,
-    expires_at INTEGER NOT NULL,
-    registered_at INTEGER NOT NULL,
-    refreshed_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    version INTEGER NOT NULL,
-    PRIMARY KEY (aor, contact_key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS regstate_bindings_extension ON regstate_bindings (extension);
-CREATE TABLE IF NOT EXISTS regstate_aors (
-    aor TEXT PRIMARY KEY,
-    extension TEXT NOT NULL,
-    version INTEGER,
-    updated_at INTEGER,
-    health TEXT,
-    last_expires_at INTEGER,
-    removed_at INTEGER
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS regstate_aors_extension ON regstate_aors (extension);
-CREATE TABLE IF NOT EXISTS regstate_offsets (
-    topic TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    next_offset INTEGER NOT NULL,
-    PRIMARY KEY (topic, partition)
-);
-"""
-
-_COLUMNS = (
-    "extension, aor, contact_key, contact_uri, node, source_ip, source_port, "
-    "source_transport, user_agent, expires_at, registered_at, refreshed_at, updated_at, version"
-)
-_INSERT_BINDING = (
-    f"INSERT OR REPLACE INTO regstate_bindings ({_COLUMNS}) "  # noqa: S608 - constant columns
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_UPSERT_AOR = (
-    "INSERT INTO regstate_aors (aor, extension, version, updated_at, health, last_expires_at, "
-    "removed_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(aor) DO UPDATE SET "
-    "version = excluded.version, updated_at = excluded.updated_at, health = excluded.health, "
-    "last_expires_at = excluded.last_expires_at, removed_at = excluded.removed_at"
-)
-# A tombstone without a state earlier in its batch keeps what the table knows.
-_TOMBSTONE_AOR = (
-    "INSERT INTO regstate_aors (aor, extension, removed_at) VALUES (?, ?, ?) "
-    "ON CONFLICT(aor) DO UPDATE SET removed_at = excluded.removed_at"
-)
-
-_AOR_INFO = (
-    "SELECT aor, extension, version, updated_at, health, last_expires_at, removed_at "
-    "FROM regstate_aors "
-)
-_AOR_INFO_BY_AOR = _AOR_INFO + "WHERE aor = ?"
-_AOR_INFO_BY_EXT = _AOR_INFO + "WHERE extension = ? ORDER BY aor"
 
 
 @dataclass(frozen=True)
@@ -285,6 +300,9 @@ class BatchPlan:
     """(aor, extension, version, updated_at, health_json, last_expires_at, removed_at)."""
     tombstones: list[tuple[Any, ...]]
     """(aor, extension, ts) of AORs removed with no state seen before."""
+    location: list[tuple[Any, ...]]
+    """Kamailio ``location`` rows of the final states (times still epoch seconds)."""
+    ps_contacts: list[tuple[Any, ...]]
 
 
 def plan_batch(records: Sequence[StoreRecord]) -> BatchPlan:
@@ -299,10 +317,14 @@ def plan_batch(records: Sequence[StoreRecord]) -> BatchPlan:
     inserts: list[ContactTuple] = []
     aor_rows: list[tuple[Any, ...]] = []
     tombstones: list[tuple[Any, ...]] = []
+    location: list[tuple[Any, ...]] = []
+    ps_contacts: list[tuple[Any, ...]] = []
     for aor, r in final.items():
         removed_at: int | None = None
         if r.contacts is not None:
             inserts.extend(r.contacts)
+            location.extend(r.location)
+            ps_contacts.extend(r.ps_contacts)
             known = r
         elif aor in last_state:
             known, removed_at = last_state[aor], r.ts
@@ -320,10 +342,252 @@ def plan_batch(records: Sequence[StoreRecord]) -> BatchPlan:
                 removed_at,
             )
         )
-    return BatchPlan(final, inserts, aor_rows, tombstones)
+    return BatchPlan(final, inserts, aor_rows, tombstones, location, ps_contacts)
 
 
-class SqliteBindingStore:
+_IN_CHUNK = 500
+"""AORs per ``IN (...)`` list (well under every driver's placeholder limit)."""
+
+_AOR_INFO = (
+    "SELECT aor, extension, version, updated_at, health, last_expires_at, removed_at "
+    "FROM regstate_aors "
+)
+_SELECT = f"SELECT {BINDING_COLUMNS} FROM regstate_bindings "  # noqa: S608 - constant columns
+
+
+def _spell_times(row: tuple[Any, ...], dt: Callable[[int], Any]) -> tuple[Any, ...]:
+    """A location row with its two DATETIMEs as the database's Kamailio driver writes them."""
+    e, m = LOCATION_EXPIRES, LOCATION_LAST_MODIFIED
+    return (*row[:e], dt(row[e]), *row[e + 1 : m], dt(row[m]), *row[m + 1 :])
+
+
+class SqlStore:
+    """The one query layer of every SQL BindingStore; subclasses open the connection and
+    say how a transaction starts and how rows are fetched (DB-API drivers differ there).
+
+    All statements are the dialect's (streams/dialer/sql.py): the same SQL for SQLite and
+    MariaDB but for placeholders, upserts and types.
+    """
+
+    dialect: Dialect
+    clock: Clock
+    tables: ExtraTables
+    conn: Any
+
+    # -- what a driver provides ----------------------------------------------
+
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _begin(self) -> Any:
+        """Start a write transaction; the cursor to write with."""
+        raise NotImplementedError
+
+    def _commit(self, cur: Any) -> None:
+        raise NotImplementedError
+
+    def _rollback(self, cur: Any) -> None:
+        raise NotImplementedError
+
+    # -- schema ---------------------------------------------------------------
+
+    def _schema(self) -> list[str]:
+        """DDL of a writer: the view's tables, the phone status view, the extra tables."""
+        d = self.dialect
+        ddl = [*d.schema, *d.phone_status_view]
+        if self.tables.kamailio_location:
+            ddl += d.kamailio_schema
+        if self.tables.asterisk_contacts:
+            ddl += d.asterisk_schema
+        return ddl
+
+    # -- writing --------------------------------------------------------------
+
+    def offsets(self, topic: str) -> dict[int, int]:
+        """``{partition: next offset}`` stored for ``topic``."""
+        rows = self._fetch(
+            self.dialect.sql(
+                "SELECT `partition`, next_offset FROM regstate_offsets WHERE topic = ?"
+            ),
+            (topic,),
+        )
+        return {int(p): int(o) for p, o in rows}
+
+    def apply_batch(
+        self, records: Sequence[StoreRecord], next_offsets: Mapping[tuple[str, int], int]
+    ) -> None:
+        """Apply ``records`` in log order and store ``next_offsets`` in one transaction.
+
+        Several records of one AOR in a batch end as the last one would alone,
+        except that a tombstone keeps the health of a state earlier in the batch.
+        The extra tables (Kamailio ``location``, Asterisk ``ps_contacts``) change in
+        the same transaction: their rows of an AOR are those of its current state.
+        """
+        d = self.dialect
+        plan = plan_batch(records)
+        aors = list(plan.final)
+        cur = self._begin()
+        try:
+            for i in range(0, len(aors), _IN_CHUNK):
+                chunk = aors[i : i + _IN_CHUNK]
+                marks = ", ".join([d.mark] * len(chunk))
+                if self.tables.any:
+                    self._delete_extra_rows(cur, chunk, marks)
+                cur.execute(
+                    f"DELETE FROM regstate_bindings WHERE aor IN ({marks})",  # noqa: S608
+                    chunk,
+                )
+            if plan.inserts:
+                cur.executemany(
+                    f"{d.replace} INTO regstate_bindings ({BINDING_COLUMNS}) "
+                    f"VALUES ({', '.join([d.mark] * 14)})",
+                    plan.inserts,
+                )
+            if plan.aor_rows:
+                cur.executemany(
+                    d.upsert(
+                        "regstate_aors",
+                        ("aor", "extension", "version", "updated_at", "health",
+                         "last_expires_at", "removed_at"),
+                        ("aor",),
+                    ),
+                    plan.aor_rows,
+                )  # fmt: skip
+            if plan.tombstones:
+                # A tombstone without a state earlier in its batch keeps what the table knows.
+                cur.executemany(
+                    d.upsert("regstate_aors", ("aor", "extension", "removed_at"), ("aor",)),
+                    plan.tombstones,
+                )
+            if plan.location:
+                cur.executemany(
+                    f"{d.replace} INTO location ({LOCATION_INSERT_COLUMNS}) "
+                    f"VALUES ({', '.join([d.mark] * len(LOCATION_COLUMNS))})",
+                    [_spell_times(r, d.datetime) for r in plan.location],
+                )
+            if plan.ps_contacts:
+                cur.executemany(
+                    f"{d.replace} INTO ps_contacts ({PS_CONTACTS_INSERT_COLUMNS}) "
+                    f"VALUES ({', '.join([d.mark] * len(PS_CONTACTS_COLUMNS))})",
+                    plan.ps_contacts,
+                )
+            offs = [(t, p, o) for (t, p), o in next_offsets.items()]
+            if offs:
+                cur.executemany(
+                    d.upsert("regstate_offsets", ("topic", "`partition`", "next_offset"),
+                             ("topic", "`partition`")),
+                    offs,
+                )  # fmt: skip
+            self._commit(cur)
+        except BaseException:
+            self._rollback(cur)
+            raise
+
+    def _delete_extra_rows(self, cur: Any, aors: list[str], marks: str) -> None:
+        """Delete the extra tables' rows of the bindings ``aors`` had until now, by the
+        ids derived from them (rows written by anyone else stay)."""
+        cur.execute(
+            "SELECT aor, contact_key, extension, contact_uri FROM regstate_bindings "  # noqa: S608
+            f"WHERE aor IN ({marks})",
+            aors,
+        )
+        old = cur.fetchall()
+        if not old:
+            return
+        mark = self.dialect.mark
+        if self.tables.kamailio_location:
+            ruids = [ruid_of(a, k) for a, k, _, _ in old]
+            cur.execute(
+                f"DELETE FROM location WHERE ruid IN ({', '.join([mark] * len(ruids))})",  # noqa: S608
+                ruids,
+            )
+        if self.tables.asterisk_contacts:
+            ids = [ps_contact_id(e, u) for _, _, e, u in old]
+            cur.execute(
+                f"DELETE FROM ps_contacts WHERE id IN ({', '.join([mark] * len(ids))})",  # noqa: S608
+                ids,
+            )
+
+    def replace_phones(self, phones: Mapping[str, Sequence[str]], nodes: Mapping[str, str]) -> None:
+        """Make ``regstate_phones``/``regstate_nodes`` hold exactly these, in one transaction
+        (``regstate_phone_status`` never shows half a refresh)."""
+        d = self.dialect
+        cur = self._begin()
+        try:
+            cur.execute("DELETE FROM regstate_phones")
+            cur.execute("DELETE FROM regstate_nodes")
+            rows = [(ext, ip) for ext, ips in phones.items() for ip in ips]
+            if rows:
+                cur.executemany(
+                    d.sql("INSERT INTO regstate_phones (extension, server_ip) VALUES (?, ?)"), rows
+                )
+            if nodes:
+                cur.executemany(
+                    d.sql("INSERT INTO regstate_nodes (node, server_ip) VALUES (?, ?)"),
+                    list(nodes.items()),
+                )
+            self._commit(cur)
+        except BaseException:
+            self._rollback(cur)
+            raise
+
+    # -- reading --------------------------------------------------------------
+
+    def _rows(self, where: str, params: Sequence[Any]) -> list[BindingRow]:
+        return [BindingRow(*row) for row in self._fetch(self.dialect.sql(_SELECT + where), params)]
+
+    def lookup_aor(self, aor: str, now_ms: int | None = None) -> list[BindingRow]:
+        """Active contacts of ``aor`` at ``now_ms`` (default: the clock), by contact key."""
+        now = self.clock() if now_ms is None else now_ms
+        return self._rows("WHERE aor = ? AND expires_at > ? ORDER BY contact_key", (aor, now))
+
+    def lookup_extension(self, extension: str, now_ms: int | None = None) -> list[BindingRow]:
+        """Active contacts of every AOR with user part ``extension``, by AOR then key."""
+        now = self.clock() if now_ms is None else now_ms
+        return self._rows(
+            "WHERE extension = ? AND expires_at > ? ORDER BY aor, contact_key", (extension, now)
+        )
+
+    def lookup(self, key: str, now_ms: int | None = None) -> list[BindingRow]:
+        """:meth:`lookup_aor` when ``key`` has a scheme, else :meth:`lookup_extension`."""
+        if is_aor(key):
+            return self.lookup_aor(key, now_ms)
+        return self.lookup_extension(key, now_ms)
+
+    def all_rows(self, now_ms: int | None = None) -> list[BindingRow]:
+        """Every active contact at ``now_ms``, by AOR then contact key."""
+        now = self.clock() if now_ms is None else now_ms
+        return self._rows("WHERE expires_at > ? ORDER BY aor, contact_key", (now,))
+
+    def contacts_any_time(self, key: str) -> list[BindingRow]:
+        """Every stored contact of an AOR or extension, lapsed ones included."""
+        if is_aor(key):
+            return self._rows("WHERE aor = ? ORDER BY contact_key", (key,))
+        return self._rows("WHERE extension = ? ORDER BY aor, contact_key", (key,))
+
+    def aor_info(self, key: str) -> list[AorInfo]:
+        """Last-known facts of the AOR, or of every AOR with that extension, by AOR."""
+        where = "WHERE aor = ?" if is_aor(key) else "WHERE extension = ? ORDER BY aor"
+        return [
+            AorInfo(
+                aor=a,
+                extension=e,
+                version=v,
+                updated_at=u,
+                health=None if h is None else orjson.loads(h),
+                last_expires_at=le,
+                removed_at=rm,
+            )
+            for a, e, v, u, h, le, rm in self._fetch(self.dialect.sql(_AOR_INFO + where), (key,))
+        ]
+
+    def count_rows(self) -> int:
+        """Stored contact rows, lapsed ones included (a gauge for /metrics)."""
+        ((n,),) = self._fetch("SELECT count(*) FROM regstate_bindings")
+        return int(n)
+
+
+class SqliteBindingStore(SqlStore):
     """BindingStore on an embedded SQLite file (WAL; one writer, any number of readers).
 
     ``path`` ``":memory:"`` gives a private in-memory store (``regstate where``
@@ -334,6 +598,8 @@ class SqliteBindingStore:
     batches may roll back, offsets with them, so they are simply read again.
     """
 
+    dialect = SQLITE
+
     def __init__(
         self,
         path: str | Path,
@@ -341,9 +607,11 @@ class SqliteBindingStore:
         read_only: bool = False,
         clock: Clock = now_ms,
         check_same_thread: bool = True,
+        tables: ExtraTables = NO_EXTRA_TABLES,
     ) -> None:
         self.path = str(path)
         self.clock = clock
+        self.tables = tables
         if read_only:
             uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
             self.conn = sqlite3.connect(
@@ -360,119 +628,25 @@ class SqliteBindingStore:
             self.conn.execute("PRAGMA synchronous=NORMAL")
             # 64 MiB of page cache: index inserts of a 1M-row bootstrap stay in memory.
             self.conn.execute("PRAGMA cache_size=-65536")
-            self.conn.executescript(SCHEMA)
+            for ddl in self._schema():
+                self.conn.execute(ddl)
         # A reader must not fail while the writer commits a batch.
         self.conn.execute("PRAGMA busy_timeout=5000")
 
-    # -- writing -----------------------------------------------------------
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self.conn.execute(sql, tuple(params)).fetchall()
+        return rows
 
-    def offsets(self, topic: str) -> dict[int, int]:
-        """``{partition: next offset}`` stored for ``topic``."""
-        cur = self.conn.execute(
-            "SELECT partition, next_offset FROM regstate_offsets WHERE topic = ?", (topic,)
-        )
-        return {int(p): int(o) for p, o in cur.fetchall()}
-
-    def apply_batch(
-        self, records: Sequence[StoreRecord], next_offsets: Mapping[tuple[str, int], int]
-    ) -> None:
-        """Apply ``records`` in log order and store ``next_offsets`` in one transaction.
-
-        Several records of one AOR in a batch end as the last one would alone,
-        except that a tombstone keeps the health of a state earlier in the batch.
-        """
-        plan = plan_batch(records)
-        final, inserts, aor_rows, tombstones = (
-            plan.final,
-            plan.inserts,
-            plan.aor_rows,
-            plan.tombstones,
-        )
-        deletes = [(aor,) for aor in final]
+    def _begin(self) -> Any:
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
-        try:
-            cur.executemany("DELETE FROM regstate_bindings WHERE aor = ?", deletes)
-            cur.executemany(_INSERT_BINDING, inserts)
-            cur.executemany(_UPSERT_AOR, aor_rows)
-            cur.executemany(_TOMBSTONE_AOR, tombstones)
-            cur.executemany(
-                "INSERT INTO regstate_offsets (topic, partition, next_offset) VALUES (?, ?, ?) "
-                "ON CONFLICT(topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-                [(t, p, o) for (t, p), o in next_offsets.items()],
-            )
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
+        return cur
 
-    # -- reading -----------------------------------------------------------
+    def _commit(self, cur: Any) -> None:
+        cur.execute("COMMIT")
 
-    def _rows(self, sql: str, params: Iterable[Any]) -> list[BindingRow]:
-        return [BindingRow(*row) for row in self.conn.execute(sql, tuple(params))]
-
-    def lookup_aor(self, aor: str, now_ms: int | None = None) -> list[BindingRow]:
-        """Active contacts of ``aor`` at ``now_ms`` (default: the clock), by contact key."""
-        now = self.clock() if now_ms is None else now_ms
-        return self._rows(
-            f"SELECT {_COLUMNS} FROM regstate_bindings "  # noqa: S608 - constant columns
-            "WHERE aor = ? AND expires_at > ? ORDER BY contact_key",
-            (aor, now),
-        )
-
-    def lookup_extension(self, extension: str, now_ms: int | None = None) -> list[BindingRow]:
-        """Active contacts of every AOR with user part ``extension``, by AOR then key."""
-        now = self.clock() if now_ms is None else now_ms
-        return self._rows(
-            f"SELECT {_COLUMNS} FROM regstate_bindings "  # noqa: S608 - constant columns
-            "WHERE extension = ? AND expires_at > ? ORDER BY aor, contact_key",
-            (extension, now),
-        )
-
-    def lookup(self, key: str, now_ms: int | None = None) -> list[BindingRow]:
-        """:meth:`lookup_aor` when ``key`` has a scheme, else :meth:`lookup_extension`."""
-        if is_aor(key):
-            return self.lookup_aor(key, now_ms)
-        return self.lookup_extension(key, now_ms)
-
-    def all_rows(self, now_ms: int | None = None) -> list[BindingRow]:
-        """Every active contact at ``now_ms``, by AOR then contact key."""
-        now = self.clock() if now_ms is None else now_ms
-        return self._rows(
-            f"SELECT {_COLUMNS} FROM regstate_bindings "  # noqa: S608 - constant columns
-            "WHERE expires_at > ? ORDER BY aor, contact_key",
-            (now,),
-        )
-
-    def contacts_any_time(self, key: str) -> list[BindingRow]:
-        """Every stored contact of an AOR or extension, lapsed ones included."""
-        column = "aor" if is_aor(key) else "extension"
-        return self._rows(
-            f"SELECT {_COLUMNS} FROM regstate_bindings "  # noqa: S608 - constant columns
-            f"WHERE {column} = ? ORDER BY aor, contact_key",
-            (key,),
-        )
-
-    def aor_info(self, key: str) -> list[AorInfo]:
-        """Last-known facts of the AOR, or of every AOR with that extension, by AOR."""
-        cur = self.conn.execute(_AOR_INFO_BY_AOR if is_aor(key) else _AOR_INFO_BY_EXT, (key,))
-        return [
-            AorInfo(
-                aor=a,
-                extension=e,
-                version=v,
-                updated_at=u,
-                health=None if h is None else orjson.loads(h),
-                last_expires_at=le,
-                removed_at=rm,
-            )
-            for a, e, v, u, h, le, rm in cur.fetchall()
-        ]
-
-    def count_rows(self) -> int:
-        """Stored contact rows, lapsed ones included (a gauge for /metrics)."""
-        (n,) = self.conn.execute("SELECT count(*) FROM regstate_bindings").fetchone()
-        return int(n)
+    def _rollback(self, cur: Any) -> None:
+        cur.execute("ROLLBACK")
 
     def close(self) -> None:
         """Close the connection (a WAL checkpoint happens on the last close)."""

@@ -36,9 +36,12 @@ from tqdm import tqdm
 from processors.dialer import EMPTY_SERVER_MAP, ServerMap, extension_of, is_aor
 from schemas.codec import binding_event_from_dict, binding_event_to_dict
 from streams.clock import Clock, now_ms
+from streams.dialer.phones import is_dsn, load_phones, read_errors
 from streams.dialer.report import build_reports, placements
 from streams.dialer.store import (
+    NO_EXTRA_TABLES,
     BindingStore,
+    ExtraTables,
     SqliteBindingStore,
     StoreRecord,
     record_from_json,
@@ -75,17 +78,19 @@ class _Subscriber:
 
 
 StoreOpener = Callable[[bool], BindingStore]
-"""Opens the store: ``True`` for the writer (used from one worker thread), ``False`` for
-the reader used by HTTP handlers on the event loop."""
+"""Opens the store: ``True`` for the writer, ``False`` for the reader. Each is opened and
+used in a thread of its own, never on the event loop (MariaDB's driver blocks)."""
 
 
-def sqlite_opener(path: str, clock: Clock = now_ms) -> StoreOpener:
+def sqlite_opener(
+    path: str, clock: Clock = now_ms, tables: ExtraTables = NO_EXTRA_TABLES
+) -> StoreOpener:
     """A :data:`StoreOpener` for the SQLite file at ``path``."""
 
     def open_store(writer: bool) -> BindingStore:
         if writer:
-            return SqliteBindingStore(path, clock=clock, check_same_thread=False)
-        return SqliteBindingStore(path, read_only=True, clock=clock)
+            return SqliteBindingStore(path, clock=clock, check_same_thread=False, tables=tables)
+        return SqliteBindingStore(path, read_only=True, clock=clock, check_same_thread=False)
 
     return open_store
 
@@ -102,8 +107,10 @@ class DialerViewService:
         clock: Clock = now_ms,
         progress: bool | None = None,
         batch_records: int | None = None,
+        phones_source: str = "",
     ) -> None:
         self.settings = settings
+        self.phones_source = phones_source
         self.open_store = open_store
         self.server_map = server_map
         self.clock = clock
@@ -116,8 +123,13 @@ class DialerViewService:
         self.events_topic = settings.topic(BINDING_EVENTS)
         self.caught_up = asyncio.Event()
         self.events_ready = asyncio.Event()
-        # One thread owns the writer connection: SQLite writes never block the loop.
+        # One thread owns the writer connection, one the reader's: neither SQLite writes
+        # nor a MariaDB round trip ever blocks the loop (and each connection stays in
+        # the thread that opened it). Lookups queue behind each other, not behind writes.
         self._writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dialer-store")
+        self._reader_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dialer-read")
+        # Phones are read from their source (a database, a file) off the loop too.
+        self._phones_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dialer-phones")
         self._writer: BindingStore | None = None
         self._reader: BindingStore | None = None
         self._subscribers: set[_Subscriber] = set()
@@ -132,18 +144,25 @@ class DialerViewService:
     async def _in_writer(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn)
 
+    async def _in_reader(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, fn)
+
     # -- lifecycle -----------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; then stop the consumers and close the store."""
         self._writer = await self._in_writer(lambda: self.open_store(True))
-        self._reader = self.open_store(False)
+        self._reader = await self._in_reader(lambda: self.open_store(False))
         try:
+            writer, current = self._writer, self.server_map
+            await self._in_writer(lambda: writer.replace_phones(current.phones, current.nodes))
             await self.start_web()
             tasks = [
                 asyncio.create_task(self._consume_bindings(), name="dialer-bindings"),
                 asyncio.create_task(self._consume_events(), name="dialer-events"),
             ]
+            if self.phones_source:
+                tasks.append(asyncio.create_task(self._refresh_phones(), name="dialer-phones"))
             stopper = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
             for t in [*tasks, stopper]:
@@ -160,12 +179,47 @@ class DialerViewService:
                     sub.queue.put_nowait(None)
             if self._web is not None:
                 await self._web.cleanup()
-            if self._reader is not None:
-                self._reader.close()
+            reader = self._reader
+            if reader is not None:
+                await self._in_reader(reader.close)
             writer = self._writer
             if writer is not None:
                 await self._in_writer(writer.close)
             self._writer_pool.shutdown(wait=True)
+            self._reader_pool.shutdown(wait=True)
+            self._phones_pool.shutdown(wait=True)
+
+    async def _refresh_phones(self) -> None:
+        """Read the phones source every ``dialer_phones_refresh_s`` in its thread; swap the map
+        (one assignment: a lookup sees the old map or the new, never half) and rewrite
+        ``regstate_phones`` in the writer thread. A failed read keeps the last map."""
+        loop = asyncio.get_running_loop()
+        errors = read_errors()
+        writer = self._writer
+        assert writer is not None
+        while True:
+            await asyncio.sleep(self.settings.dialer_phones_refresh_s)
+            try:
+                phones = await loop.run_in_executor(
+                    self._phones_pool, load_phones, self.phones_source
+                )
+            except errors as exc:  # a database or file error: keep serving the old map
+                self.metrics.phones_refresh_errors += 1
+                log.warning("phones refresh from %s failed: %s", self._phones_origin(), exc)
+                continue
+            new_map = ServerMap(phones, self.server_map.nodes)
+            await self._in_writer(
+                functools.partial(writer.replace_phones, new_map.phones, new_map.nodes)
+            )
+            self.server_map = new_map
+            self.metrics.phones_refreshes += 1
+            self.metrics.phones_expected = len(phones)
+
+    def _phones_origin(self) -> str:
+        """The phones source without a password (for logs)."""
+        if is_dsn(self.phones_source):
+            return self.phones_source.split("@", 1)[-1]
+        return self.phones_source
 
     async def start_web(self) -> None:
         """Start the HTTP API on ``dialer_web_port`` (0: any free port, kept in ``port``)."""
@@ -248,7 +302,7 @@ class DialerViewService:
                             continue
                         next_off[tp] = m.offset + 1
                         new_offsets[(tp.topic, tp.partition)] = m.offset + 1
-                        rec = self._decode(m)
+                        rec = self._decode(m, writer.tables)
                         if rec is not None:
                             records.append(rec)
                 if in_flight is not None:
@@ -283,7 +337,7 @@ class DialerViewService:
         for rec in records:
             lag.observe(max(0, now - rec.ts) / 1000)
 
-    def _decode(self, m: Any) -> StoreRecord | None:
+    def _decode(self, m: Any, tables: ExtraTables) -> StoreRecord | None:
         if m.key is None:
             self.metrics.decode_errors += 1
             return None
@@ -292,7 +346,7 @@ class DialerViewService:
             ts = int(m.timestamp)
             if m.value is None:
                 return tombstone(aor, ts)
-            return record_from_json(aor, m.value, ts)
+            return record_from_json(aor, m.value, ts, tables)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             # The engine dead-letters bad input; a bad record here is counted and skipped
             # (the next record of the AOR replaces it).
@@ -364,9 +418,10 @@ class DialerViewService:
     async def h_extension(self, request: web.Request) -> web.Response:
         """All AORs with that extension and their active contacts; 404 when none is active."""
         assert self._reader is not None
+        reader = self._reader
         ext = request.match_info["ext"]
         now = self.clock()
-        rows = self._reader.lookup_extension(ext, now)
+        rows = await self._in_reader(lambda: reader.lookup_extension(ext, now))
         by_aor: dict[str, list[dict[str, Any]]] = {}
         for p in placements(rows, self.server_map, now):
             by_aor.setdefault(p.row.aor, []).append(p.as_dict())
@@ -380,9 +435,15 @@ class DialerViewService:
     async def h_aor(self, request: web.Request) -> web.Response:
         """The AOR's active contacts and last-known health; 404 when no contact is active."""
         assert self._reader is not None
+        reader = self._reader
         aor = request.match_info["aor"]
         now = self.clock()
-        reports = build_reports(self._reader, aor, self.server_map, now) if is_aor(aor) else []
+        server_map = self.server_map
+        reports = (
+            await self._in_reader(lambda: build_reports(reader, aor, server_map, now))
+            if is_aor(aor)
+            else []
+        )
         body: dict[str, Any] = reports[0].as_dict() if reports else {"aor": aor, "contacts": []}
         body["now"] = now
         return self._json(body, 200 if reports and reports[0].active else 404)
@@ -423,7 +484,8 @@ class DialerViewService:
 
     async def h_metrics(self, request: web.Request) -> web.Response:
         """Prometheus text."""
-        rows = self._reader.count_rows() if self._reader is not None else 0
+        reader = self._reader
+        rows = await self._in_reader(reader.count_rows) if reader is not None else 0
         text = render_metrics(self.metrics, ready=self.ready, rows=rows)
         return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE})
 

@@ -26,6 +26,11 @@ _C = (
                              "Binding events sent to SSE clients.")),
     ("sse_dropped", Family("regstate_dialer_sse_dropped_total", "counter",
                            "SSE clients cut for falling behind.")),
+    ("phones_refreshes", Family("regstate_dialer_phones_refreshes_total", "counter",
+                                "Phones source re-reads applied.")),
+    ("phones_refresh_errors", Family("regstate_dialer_phones_refresh_errors_total", "counter",
+                                     "Phones source re-reads that failed (the previous "
+                                     "phones stay in use).")),
 )  # fmt: skip
 RESUMED_FROM = Family(
     "regstate_dialer_resumed_from_offset", "gauge", "Stored next offset at start.", ("partition",)
@@ -39,6 +44,9 @@ BOOTSTRAP_TARGET = Family(
 ROWS = Family("regstate_dialer_rows", "gauge", "Contact rows stored (lapsed ones included).")
 SSE_CLIENTS = Family("regstate_dialer_sse_clients", "gauge", "Connected SSE clients.")
 READY = Family("regstate_dialer_ready", "gauge", "1 once caught up with the end seen at start.")
+PHONES_EXPECTED = Family(
+    "regstate_dialer_phones_expected", "gauge", "Extensions in the last phones read."
+)
 APPLY_LAG = Family(
     "regstate_dialer_apply_lag_seconds",
     "histogram",
@@ -51,6 +59,7 @@ FAMILIES: Final = (
     ROWS,
     SSE_CLIENTS,
     READY,
+    PHONES_EXPECTED,
     APPLY_LAG,
 )
 
@@ -73,6 +82,9 @@ class DialerMetrics:
     events_pushed: int = 0
     sse_clients: int = 0
     sse_dropped: int = 0
+    phones_refreshes: int = 0
+    phones_refresh_errors: int = 0
+    phones_expected: int = 0
     registry: CollectorRegistry = field(init=False, repr=False)
     apply_lag: Histogram = field(init=False, repr=False)
     """Observed once per applied record, from the writer thread (prometheus_client locks)."""
@@ -105,7 +117,12 @@ class _DialerCollector(Collector):
             for p, o in sorted(offsets.items()):
                 g.add_metric([str(p)], o)
             yield g
-        for fam, value in ((ROWS, dm._rows), (SSE_CLIENTS, dm.sse_clients), (READY, dm._ready)):
+        for fam, value in (
+            (ROWS, dm._rows),
+            (SSE_CLIENTS, dm.sse_clients),
+            (READY, dm._ready),
+            (PHONES_EXPECTED, dm.phones_expected),
+        ):
             g = fam.gauge()
             g.add_metric([], int(value))
             yield g
