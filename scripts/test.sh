@@ -37,6 +37,10 @@ started_secure_kafka=""
 if ! "$BIN/regstate" kafka status --secure >/dev/null 2>&1; then
   started_secure_kafka=1  # the secure_kafka fixture may start it; stopped again below
 fi
+# The dialer view's Kamailio location table is tested with Debian's Kamailio 5.6
+# (registrar and proxy, usrloc db_mode=3 on db_sqlite / db_mysql).
+echo "== kamailio"
+bash scripts/kamailio-install.sh
 
 # The dialer view's MariaDB store is tested against a real MariaDB (Debian
 # mariadb-server, installed on first use). REGSTATE_SKIP_MARIADB=1 skips it.
