@@ -26,6 +26,7 @@ KAMAILIO = shutil.which("kamailio") or (
 SIPP = shutil.which("sipp")
 MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
 KAMAILIO_SQLITE_SCHEMA = Path("/usr/share/kamailio/db_sqlite")
+KAMAILIO_MYSQL_SCHEMA = Path("/usr/share/kamailio/mysql")
 SCENARIOS = PROJECT_ROOT / "tests" / "sipp"
 
 CFG = """#!KAMAILIO
@@ -43,11 +44,12 @@ loadmodule "maxfwd.so"
 loadmodule "textops.so"
 loadmodule "siputils.so"
 loadmodule "db_sqlite.so"
+loadmodule "db_mysql.so"
 loadmodule "usrloc.so"
 loadmodule "registrar.so"
 loadmodule "path.so"
 loadmodule "nathelper.so"
-modparam("usrloc", "db_url", "sqlite://{db}")
+modparam("usrloc", "db_url", "{db_url}")
 modparam("usrloc", "db_mode", 3)
 modparam("usrloc", "use_domain", 1)
 modparam("registrar", "use_path", 1)
@@ -117,12 +119,14 @@ def answers_options(port: int) -> bool:
 
 
 @contextmanager
-def running_kamailio(work: Path, db: Path, register: str = REGISTRAR) -> Iterator[int]:
-    """Kamailio on a free UDP port with usrloc ``db_mode=3`` on ``db``; yields the port."""
+def running_kamailio(work: Path, db: Path | str, register: str = REGISTRAR) -> Iterator[int]:
+    """Kamailio on a free UDP port with usrloc ``db_mode=3`` on ``db`` (an SQLite file, or a
+    ``mysql://`` URL); yields the port."""
     assert KAMAILIO is not None, "kamailio not installed (scripts/kamailio-install.sh)"
     port = free_udp_port()
     cfg = work / f"kamailio-{port}.cfg"
-    cfg.write_text(CFG.format(port=port, modules=MODULES, db=db.resolve(), register=register))
+    db_url = db if isinstance(db, str) else f"sqlite://{db.resolve()}"
+    cfg.write_text(CFG.format(port=port, modules=MODULES, db_url=db_url, register=register))
     log = work / f"kamailio-{port}.log"
     with log.open("wb") as out:
         # -DD: no daemon, children in our session; -E: log to stderr; a private runtime dir.
@@ -133,7 +137,7 @@ def running_kamailio(work: Path, db: Path, register: str = REGISTRAR) -> Iterato
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "TZ": "UTC"},
+            env=dict(os.environ),  # its TZ: Kamailio writes DATETIMEs in local time
         )
     try:
         wait_until(lambda: proc.poll() is not None or answers_options(port), 30, 0.2, "kamailio up")

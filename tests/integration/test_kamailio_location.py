@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from processors.dialer import extension_of
 from processors.dialer_tables import LOCATION_COLUMNS
 from schemas import AorState, Binding, Health, Source
 from streams.dialer.store import ExtraTables, SqliteBindingStore, record_from_state, tombstone
@@ -28,6 +31,7 @@ from tests.integration.kamailio_support import (
     running_kamailio,
     sipp,
 )
+from tests.integration.test_dialer_view_mysql import mariadb_dsn, mariadb_server
 
 # In CI a missing Kamailio or SIPp is a failure, not a skip.
 pytestmark = [
@@ -38,6 +42,8 @@ pytestmark = [
         reason="kamailio/sipp not installed (scripts/kamailio-install.sh, sipp-install.sh)",
     ),
 ]
+
+__all__ = ["mariadb_dsn", "mariadb_server"]  # fixtures used by name
 
 WRITER_COLUMNS = {"id", "ruid", "socket"}
 """Who wrote the row: Kamailio's own counter and id, and the socket the REGISTER hit."""
@@ -64,16 +70,21 @@ def seconds(julian: float) -> int:
     return round((julian - 2440587.5) * 86400 - 0.5)
 
 
-def binding_like(row: dict[str, tuple[Any, str]], source: Source, **kw: Any) -> Binding:
+def binding_like(
+    row: dict[str, tuple[Any, str]],
+    source: Source,
+    to_seconds: Callable[[Any], int] = lambda jd: seconds(jd),
+    **kw: Any,
+) -> Binding:
     """The binding regstate's fold would hold for the REGISTER Kamailio saved as ``row``;
     sub-second parts that Kamailio never sees are added to prove they are dropped."""
     uri = row["contact"][0]
     return Binding(
         key=uri,
         uri=uri,
-        expires_at=seconds(row["expires"][0]) * 1000 + 999,
-        registered_at=seconds(row["last_modified"][0]) * 1000 + 456,
-        refreshed_at=seconds(row["last_modified"][0]) * 1000 + 456,
+        expires_at=to_seconds(row["expires"][0]) * 1000 + 999,
+        registered_at=to_seconds(row["last_modified"][0]) * 1000 + 456,
+        refreshed_at=to_seconds(row["last_modified"][0]) * 1000 + 456,
         call_id=row["callid"][0],
         cseq=row["cseq"][0],
         source=source,
@@ -82,20 +93,27 @@ def binding_like(row: dict[str, tuple[Any, str]], source: Source, **kw: Any) -> 
     )
 
 
-def test_location_rows_match_what_kamailio_writes(tmp_path: Path) -> None:
-    theirs = tmp_path / "kamailio.sqlite3"
-    kamailio_schema_db(theirs)
+def register_both(tmp_path: Path, db: Path | str) -> tuple[int, int]:
+    """SIPp registers 1001 (behind NAT, every optional field) and 1002 (bare) at a Kamailio
+    registrar on ``db``; the source ports of the two."""
     nat_port, plain_port = free_udp_port(), free_udp_port()
-    with running_kamailio(tmp_path, theirs) as port:
+    with running_kamailio(tmp_path, db) as port:
         r1 = sipp("kamailio_register", port, ["1001;"], tmp_path, local_port=nat_port)
         r2 = sipp("register_plain", port, ["1002;"], tmp_path, local_port=plain_port)
     assert r1.returncode == 0 and r2.returncode == 0, r1.stdout[-1500:] + r2.stdout[-1500:]
-    kam = rows_of(theirs)
-    assert set(kam) == {"1001", "1002"}
+    return nat_port, plain_port
 
+
+def bindings_like(
+    kam: dict[str, dict[str, tuple[Any, str]]],
+    ports: tuple[int, int],
+    to_seconds: Callable[[Any], int] = seconds,
+) -> tuple[Binding, Binding]:
+    """What regstate holds for the two REGISTERs of :func:`register_both`."""
     nat = binding_like(
         kam["1001"],
-        Source("127.0.0.1", nat_port, "udp"),
+        Source("127.0.0.1", ports[0], "udp"),
+        to_seconds,
         q=0.5,
         instance="<urn:uuid:00000000-0000-1000-8000-00a0c91e6bf6>",
         reg_id=1,
@@ -104,25 +122,40 @@ def test_location_rows_match_what_kamailio_writes(tmp_path: Path) -> None:
     )
     plain = binding_like(
         kam["1002"],
-        Source("127.0.0.1", plain_port, "udp"),
+        Source("127.0.0.1", ports[1], "udp"),
+        to_seconds,
         q=None,
         instance=None,
         reg_id=None,
         user_agent=None,
         path=(),
     )
+    return nat, plain
+
+
+def records_of(*bindings: Binding) -> list[Any]:
+    """One AOR per binding, named by the contact's user part (1001, 1002)."""
+    return [
+        record_from_state(
+            AorState(f"sip:{extension_of(b.uri)}@pbx.example", 1, b.refreshed_at, (b,), Health()),
+            b.refreshed_at,
+            KAMAILIO_TABLES,
+        )
+        for b in bindings
+    ]
+
+
+def test_location_rows_match_what_kamailio_writes(tmp_path: Path) -> None:
+    theirs = tmp_path / "kamailio.sqlite3"
+    kamailio_schema_db(theirs)
+    ports = register_both(tmp_path, theirs)
+    kam = rows_of(theirs)
+    assert set(kam) == {"1001", "1002"}
+    nat, plain = bindings_like(kam, ports)
     ours = tmp_path / "view.sqlite3"
     store = SqliteBindingStore(ours, tables=KAMAILIO_TABLES)
     try:
-        records = [
-            record_from_state(
-                AorState(f"sip:{u}@pbx.example", 1, b.refreshed_at, (b,), Health()),
-                b.refreshed_at,
-                KAMAILIO_TABLES,
-            )
-            for u, b in (("1001", nat), ("1002", plain))
-        ]
-        store.apply_batch(records, {("t", 0): 2})
+        store.apply_batch(records_of(nat, plain), {("t", 0): 2})
         mine = rows_of(ours)
         assert set(mine) == {"1001", "1002"}
         for user in ("1001", "1002"):
@@ -156,3 +189,63 @@ def test_location_rows_match_what_kamailio_writes(tmp_path: Path) -> None:
         assert after["1002"]["ruid"] == mine["1002"]["ruid"]
     finally:
         store.close()
+
+
+def mysql_rows(dsn: str) -> dict[str, dict[str, tuple[Any, str]]]:
+    """``{username: {column: (value, Python type the driver returned)}}`` of location."""
+    from tests.integration.test_dialer_tables_mysql import connect
+
+    conn = connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT * FROM location")
+            cols = [d[0] for d in cur.description]
+            out = {}
+            for row in cur.fetchall():
+                d = {c: (v, type(v).__name__) for c, v in zip(cols, row, strict=True)}
+                out[d["username"][0]] = d
+            return out
+    finally:
+        conn.close()
+
+
+def test_location_rows_match_what_kamailio_writes_on_mariadb(
+    tmp_path: Path, mariadb_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """db_mysql writes DATETIMEs in local time: Kamailio and the view share a zone that is
+    not UTC here, so an hour's mistake cannot pass."""
+    from streams.dialer.mysql import MysqlBindingStore
+    from tests.integration.kamailio_support import KAMAILIO_MYSQL_SCHEMA
+    from tests.integration.test_dialer_tables_mysql import connect
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        conn = connect(mariadb_dsn)
+        with conn.cursor() as cur:
+            for name in ("standard-create.sql", "usrloc-create.sql"):
+                for stmt in (KAMAILIO_MYSQL_SCHEMA / name).read_text().split(";"):
+                    if stmt.strip():
+                        cur.execute(stmt)
+        conn.close()
+        ports = register_both(tmp_path, mariadb_dsn)
+        kam = mysql_rows(mariadb_dsn)
+        assert set(kam) == {"1001", "1002"}
+        nat, plain = bindings_like(kam, ports, lambda dt: int(dt.timestamp()))
+        conn = connect(mariadb_dsn)
+        with conn.cursor() as cur:
+            cur.execute("DELETE FROM location")
+        conn.close()
+        store = MysqlBindingStore(mariadb_dsn, tables=KAMAILIO_TABLES)
+        try:
+            store.apply_batch(records_of(nat, plain), {("t", 0): 2})
+        finally:
+            store.close()
+        mine = mysql_rows(mariadb_dsn)
+        for user in ("1001", "1002"):
+            for column in LOCATION_COLUMNS:
+                if column not in WRITER_COLUMNS:
+                    assert mine[user][column] == kam[user][column], (user, column)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
