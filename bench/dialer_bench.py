@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/dialer_bench.py                        # 1M bindings, 8 partitions
     .venv/bin/python bench/dialer_bench.py --bindings 100000 --rate 1000 --seconds 10
+    .venv/bin/python bench/dialer_bench.py --kamailio   # + bootstrap with Kamailio's table on
 
 1. Publishes ``--bindings`` AorStates (one contact each, AORs ``sip:<n>@dN.example``
    so extensions repeat over 4 domains) to regstate.bindings of a fresh topic
@@ -13,6 +14,10 @@
    file) and then over HTTP (``GET /v1/extensions/{ext}``, one keep-alive
    connection), paced by an absolute schedule, and prints p50/p99/max latency.
 
+4. With ``--kamailio``, bootstraps the same records again into a fresh file with
+   Kamailio's ``location`` table on and prints the on/off ratio of wall time, CPU
+   and file size (both in the same run, on the same topic).
+
 Needs a running Kafka (``regstate kafka up``); uses ``REGSTATE_BOOTSTRAP_SERVERS``.
 The topics are deleted afterwards unless ``--keep``.
 """
@@ -23,10 +28,12 @@ import argparse
 import asyncio
 import os
 import random
+import sqlite3
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,6 +44,7 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
 from streams.dialer.report import DialerView
+from streams.dialer.store import NO_EXTRA_TABLES, ExtraTables
 from streams.dialer.view import DialerViewService, sqlite_opener
 from streams.log.topics import BINDINGS, ensure_topics, topic_specs
 from streams.settings import Settings
@@ -159,6 +167,47 @@ async def http_lookups(port: int, n: int, rate: int, seconds: float) -> list[flo
     return lat
 
 
+@dataclass(frozen=True)
+class Bootstrap:
+    records: int
+    batches: int
+    wall: float
+    cpu: float
+    mib: float
+
+    def line(self, name: str) -> str:
+        return (
+            f"{name}: {self.records} records in {self.wall:.1f} s "
+            f"({self.records / self.wall:,.0f}/s), {self.batches} transactions; "
+            f"file {self.mib:.0f} MiB; CPU {self.cpu:.1f} s "
+            "(all threads; wall > CPU means waiting on Kafka or other load)"
+        )
+
+
+async def bootstrap(
+    settings: Settings, db: str, tables: ExtraTables
+) -> tuple[DialerViewService, asyncio.Task[None], asyncio.Event, Bootstrap]:
+    """Start a dialer view on a fresh file and time it to ready; it keeps serving."""
+    service = DialerViewService(
+        settings,
+        sqlite_opener(db, clock=lambda: T0, tables=tables),
+        clock=lambda: T0,
+        progress=None,
+    )
+    stop = asyncio.Event()
+    started = time.monotonic()
+    cpu_started = time.process_time()
+    task = asyncio.create_task(service.run(stop))
+    while not service.ready:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    took = time.monotonic() - started
+    cpu = time.process_time() - cpu_started
+    m = service.metrics
+    return service, task, stop, Bootstrap(m.records_applied, m.batches, took, cpu, file_mib(db))
+
+
 async def main_async(args: argparse.Namespace) -> None:
     base = Settings.from_env()
     prefix = args.prefix or f"bench-dialer-{uuid.uuid4().hex[:8]}."
@@ -173,31 +222,32 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"published {args.bindings} bindings to {prefix}bindings in {took:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "bench.sqlite3")
-        service = DialerViewService(
-            settings, sqlite_opener(db, clock=lambda: T0), clock=lambda: T0, progress=None
-        )
-        stop = asyncio.Event()
-        started = time.monotonic()
-        cpu_started = time.process_time()
-        task = asyncio.create_task(service.run(stop))
-        while not service.ready:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.05)
-        took = time.monotonic() - started
-        cpu = time.process_time() - cpu_started
-        size_mib = file_mib(db)
-        print(
-            f"bootstrap: {service.metrics.records_applied} records in {took:.1f} s "
-            f"({service.metrics.records_applied / took:,.0f}/s), "
-            f"{service.metrics.batches} transactions; file {size_mib:.0f} MiB; "
-            f"CPU {cpu:.1f} s (all threads; wall > CPU means waiting on Kafka or other load)"
-        )
+        service, task, stop, off = await bootstrap(settings, db, NO_EXTRA_TABLES)
+        print(off.line("bootstrap"))
         report("python API", await api_lookups(db, args.bindings, args.rate, args.seconds))
         assert service.port is not None
         report("HTTP", await http_lookups(service.port, args.bindings, args.rate, args.seconds))
         stop.set()
         await task
+        if args.kamailio:
+            # The same records again into a fresh file, now also writing Kamailio's location
+            # table (one row per binding, same transactions): what the table costs.
+            db_on = str(Path(tmp) / "bench-kamailio.sqlite3")
+            _, task, stop, on = await bootstrap(
+                settings, db_on, ExtraTables(kamailio_location=True)
+            )
+            stop.set()
+            await task
+            conn = sqlite3.connect(db_on)
+            (rows,) = conn.execute("SELECT count(*) FROM location").fetchone()
+            conn.close()
+            assert rows == off.records, (rows, off.records)
+            print(on.line("bootstrap + kamailio location"))
+            print(
+                f"kamailio location on/off: wall {on.wall / off.wall:.2f}x, "
+                f"CPU {on.cpu / off.cpu:.2f}x, file {on.mib / off.mib:.2f}x "
+                f"({rows} location rows)"
+            )
     if not args.keep and not args.skip_publish:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
         await admin.start()
@@ -215,6 +265,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per lookup phase")
     parser.add_argument("--prefix", help="reuse a kept prefix (with --skip-publish)")
     parser.add_argument("--skip-publish", action="store_true")
+    parser.add_argument(
+        "--kamailio",
+        action="store_true",
+        help="bootstrap again with Kamailio's location table on; print the on/off ratio",
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the topics (never deleted with --skip-publish)"
     )
