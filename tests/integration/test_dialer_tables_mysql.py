@@ -210,3 +210,58 @@ def test_ps_contacts_and_location_on_mariadb(mariadb_dsn: str) -> None:
         assert query(mariadb_dsn, "SELECT count(*) FROM location") == [(0,)]
     finally:
         store.close()
+
+
+async def test_a_blocked_mariadb_lookup_does_not_stall_the_view(
+    kafka_bootstrap: str, mariadb_dsn: str
+) -> None:
+    """Another session holds a write lock on regstate_bindings: a lookup waits for it in
+    the reader thread while /healthz and /metrics still answer."""
+    import aiohttp
+
+    from streams.dialer.mysql import mysql_opener
+    from streams.dialer.view import DialerViewService
+
+    settings = view_settings(kafka_bootstrap)
+    now = time.time_ns() // 1_000_000
+    state = AorState("sip:2001@pbx.example", 1, now, (binding("2001", "fe1", now),))
+    await publish(settings, [(state.aor.encode(), encode_state(state))])
+    service = DialerViewService(settings, mysql_opener(mariadb_dsn), progress=False)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    locker = connect(mariadb_dsn)
+    try:
+        await wait_until_async(lambda: service.ready or task.done(), 60, message="ready")
+        assert not task.done(), task.exception()
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{service.port}") as http:
+            with locker.cursor() as cur:
+                cur.execute("LOCK TABLES regstate_bindings WRITE")
+            lookup = asyncio.create_task(http.get("/v1/extensions/2001"))
+
+            def lookup_waits_for_lock() -> bool:
+                (n,) = query(
+                    mariadb_dsn,
+                    "SELECT count(*) FROM information_schema.PROCESSLIST "
+                    "WHERE STATE LIKE %s AND INFO LIKE %s",
+                    ("%lock%", "SELECT extension%"),
+                )[0]
+                return bool(n)
+
+            await wait_until_async(
+                lambda: asyncio.to_thread(lookup_waits_for_lock), 30, message="lookup blocked"
+            )
+            for path in ("/healthz", "/readyz"):
+                async with http.get(path, timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    assert r.status == 200
+            assert not lookup.done()  # still waiting for the lock, in its thread
+            with locker.cursor() as cur:
+                cur.execute("UNLOCK TABLES")
+            resp = await asyncio.wait_for(lookup, 30)
+            assert resp.status == 200
+            body = await resp.json()
+            assert body["aors"][0]["aor"] == "sip:2001@pbx.example"
+            resp.release()
+    finally:
+        locker.close()
+        stop.set()
+        await asyncio.wait_for(task, 30)
