@@ -128,10 +128,7 @@ class MysqlBindingStore(SqlStore):
         self.read_only = read_only
         self.conn: Any = connect(d, autocommit=read_only, tls=tls)
         if not read_only:
-            with self.conn.cursor() as cur:
-                for ddl in self._schema():
-                    cur.execute(ddl)
-            self.conn.commit()
+            self._create_schema()
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.conn.cursor() as cur:
@@ -140,6 +137,9 @@ class MysqlBindingStore(SqlStore):
         if not self.read_only:
             self.conn.commit()  # end the read transaction of a writer connection
         return rows
+
+    def _commit_ddl(self) -> None:
+        self.conn.commit()
 
     def _begin(self) -> Any:
         self.conn.begin()

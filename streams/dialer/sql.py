@@ -124,6 +124,7 @@ _SQLITE_SCHEMA = (
     node TEXT PRIMARY KEY,
     server_ip TEXT NOT NULL
 ) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS regstate_extra_tables (name TEXT PRIMARY KEY) WITHOUT ROWID",
 )
 
 # Kamailio 5.6's own SQLite schema of usrloc (types decide SQLite's column affinity,
@@ -298,6 +299,8 @@ _MYSQL_SCHEMA = (
     node VARCHAR(255) NOT NULL PRIMARY KEY,
     server_ip VARCHAR(64) NOT NULL
 ) {_TABLE_OPTS}""",
+    "CREATE TABLE IF NOT EXISTS regstate_extra_tables (name VARCHAR(64) PRIMARY KEY) "
+    + _TABLE_OPTS,
 )
 
 # Kamailio 5.6's MySQL schema of usrloc and `version`.

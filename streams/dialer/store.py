@@ -20,6 +20,7 @@ The store never reads a clock itself except through the ``clock`` it is given.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from streams.dialer.sql import (
     SQLITE,
     Dialect,
 )
+
+log = logging.getLogger(__name__)
 
 ContactTuple = tuple[Any, ...]
 """One ``regstate_bindings`` row in column order (see ``_COLUMNS``)."""
@@ -401,6 +404,63 @@ class SqlStore:
             ddl += d.asterisk_schema
         return ddl
 
+    def _create_schema(self) -> None:
+        """Create what is missing; re-read from the start when an extra table is turned on.
+
+        The view's own rows do not hold every column Kamailio or Asterisk needs
+        (Call-ID, CSeq, q, path...), so a table turned on for a store that already
+        has bindings is filled by reading regstate.bindings again from the start
+        (a compacted topic: one record per AOR): the stored offsets and bindings
+        are dropped in the same transaction that records the table as kept, and the
+        view is not ready until it caught up again.
+        """
+        cur = self.conn.cursor()
+        for ddl in self._schema():
+            cur.execute(ddl)
+        cur.close()
+        self._commit_ddl()
+        wanted = {
+            name
+            for name, on in (
+                ("location", self.tables.kamailio_location),
+                ("ps_contacts", self.tables.asterisk_contacts),
+            )
+            if on
+        }
+        kept = {name for (name,) in self._fetch("SELECT name FROM regstate_extra_tables")}
+        if wanted == kept:
+            return
+        cur = self._begin()
+        try:
+            if wanted - kept:
+                (n,) = self._fetch_in(cur, "SELECT count(*) FROM regstate_offsets")[0]
+                if n:
+                    log.warning(
+                        "dialer store: %s turned on; reading regstate.bindings again from "
+                        "the start to fill it",
+                        ", ".join(sorted(wanted - kept)),
+                    )
+                    cur.execute("DELETE FROM regstate_offsets")
+                    cur.execute("DELETE FROM regstate_bindings")
+            cur.execute("DELETE FROM regstate_extra_tables")
+            if wanted:
+                cur.executemany(
+                    self.dialect.sql("INSERT INTO regstate_extra_tables (name) VALUES (?)"),
+                    [(name,) for name in sorted(wanted)],
+                )
+            self._commit(cur)
+        except BaseException:
+            self._rollback(cur)
+            raise
+
+    @staticmethod
+    def _fetch_in(cur: Any, sql: str) -> list[tuple[Any, ...]]:
+        cur.execute(sql)
+        return list(cur.fetchall())
+
+    def _commit_ddl(self) -> None:
+        """End the DDL (MariaDB commits DDL itself; SQLite runs in autocommit)."""
+
     # -- writing --------------------------------------------------------------
 
     def offsets(self, topic: str) -> dict[int, int]:
@@ -628,8 +688,7 @@ class SqliteBindingStore(SqlStore):
             self.conn.execute("PRAGMA synchronous=NORMAL")
             # 64 MiB of page cache: index inserts of a 1M-row bootstrap stay in memory.
             self.conn.execute("PRAGMA cache_size=-65536")
-            for ddl in self._schema():
-                self.conn.execute(ddl)
+            self._create_schema()
         # A reader must not fail while the writer commits a batch.
         self.conn.execute("PRAGMA busy_timeout=5000")
 

@@ -121,3 +121,27 @@ def test_sqlite_store_writes_through_asterisk_migrated_schema(tmp_path: Path) ->
         )
     ]  # fmt: skip
     store.close()
+
+
+def test_turning_a_table_on_reads_the_topic_again(tmp_path: Path) -> None:
+    """The view's rows lack Call-ID, CSeq, path...: a table turned on for a store with
+    bindings is filled by reading from the start (offsets and bindings dropped once)."""
+    db = tmp_path / "v.sqlite3"
+    b = Binding(
+        "sip:1001@10.0.0.5", "sip:1001@10.0.0.5", T0 + 60_000, T0, T0, "cid", 3, None, None,
+        None, None, None, "fe1", (),
+    )  # fmt: skip
+    state = AorState("sip:1001@pbx", 1, T0, (b,), Health())
+    plain = SqliteBindingStore(db)
+    plain.apply_batch([record_from_state(state, T0)], {("t", 0): 7})
+    plain.close()
+    tables = ExtraTables(kamailio_location=True)
+    on = SqliteBindingStore(db, tables=tables)
+    assert on.offsets("t") == {} and on.count_rows() == 0  # re-read from the start
+    on.apply_batch([record_from_state(state, T0, tables)], {("t", 0): 7})
+    on.close()
+    again = SqliteBindingStore(db, tables=tables)
+    assert again.offsets("t") == {0: 7} and again.count_rows() == 1  # kept: nothing to fill
+    (n,) = again.conn.execute("SELECT count(*) FROM location").fetchone()
+    assert n == 1
+    again.close()
