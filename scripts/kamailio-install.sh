@@ -4,8 +4,8 @@
 # view's Kamailio tests run the real registrar and proxy (usrloc db_mode=3) with them.
 # The package's own service is not needed: the tests start private instances.
 set -euo pipefail
-MODULES=/usr/lib/x86_64-linux-gnu/kamailio/modules
-if command -v kamailio >/dev/null 2>&1 && [ -f "$MODULES/db_sqlite.so" ] && [ -f "$MODULES/db_mysql.so" ]; then
+have() { compgen -G "/usr/lib/*/kamailio/modules/$1" >/dev/null; }
+if command -v kamailio >/dev/null 2>&1 && have db_sqlite.so && have db_mysql.so; then
   echo "kamailio present: $(kamailio -v 2>/dev/null | head -1)"
   exit 0
 fi

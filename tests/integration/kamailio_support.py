@@ -24,7 +24,10 @@ KAMAILIO = shutil.which("kamailio") or (
     "/usr/sbin/kamailio" if Path("/usr/sbin/kamailio").exists() else None
 )
 SIPP = shutil.which("sipp")
-MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
+# Debian's multiarch path (x86_64-linux-gnu, aarch64-linux-gnu, ...).
+MODULES = next(
+    iter(sorted(Path("/usr/lib").glob("*/kamailio/modules"))), Path("/usr/lib/kamailio/modules")
+)
 KAMAILIO_SQLITE_SCHEMA = Path("/usr/share/kamailio/db_sqlite")
 KAMAILIO_MYSQL_SCHEMA = Path("/usr/share/kamailio/mysql")
 SCENARIOS = PROJECT_ROOT / "tests" / "sipp"
