@@ -7,7 +7,8 @@ writes Kamailio's location table into its SQLite file. A Kamailio proxy with
 usrloc ``db_mode=3`` on that file, which refuses every REGISTER itself and shares
 nothing with the front-end (no dmq, no memory), relays an INVITE for the phone
 to the SIPp UAS listening where the phone registered. After the phone
-unregisters, the same INVITE gets 404 from Kamailio.
+unregisters, the same INVITE gets 404 from Kamailio. Once with the view on SQLite
+(Kamailio's db_sqlite), once on MariaDB (db_mysql).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +34,10 @@ from tests.integration.kamailio_support import (
     sipp,
     sipp_uas,
 )
+from tests.integration.test_dialer_view_mysql import mariadb_dsn, mariadb_server
 from tests.integration.test_frontend_sipp import REALM, auth_row, started_frontend
+
+__all__ = ["mariadb_dsn", "mariadb_server"]  # fixtures used by name
 
 pytestmark = [
     pytest.mark.integration,
@@ -60,11 +65,37 @@ def location_users(db: Path) -> list[tuple[str, str, str]] | None:
         conn.close()
 
 
-def test_kamailio_routes_an_invite_by_the_dialer_view(kafka_bootstrap: str, tmp_path: Path) -> None:
+def mysql_location_users(dsn: str) -> list[tuple[str, str, str]] | None:
+    """The same, from the view's MariaDB database."""
+    import pymysql
+
+    from tests.integration.test_dialer_tables_mysql import query
+
+    try:
+        return [
+            (r[0], r[1], r[2]) for r in query(dsn, "SELECT username, domain, contact FROM location")
+        ]
+    except pymysql.err.ProgrammingError:
+        return None  # the view has not created its schema yet
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, str], Any, Any]:
+    """(view env, location reader, Kamailio's database: a file or a URL) of the view."""
+    if request.param == "sqlite":
+        db = tmp_path / "dialer-view.sqlite3"
+        return {"REGSTATE_DIALER_DB": str(db)}, lambda: location_users(db), db
+    dsn = request.getfixturevalue("mariadb_dsn")
+    return {"REGSTATE_DIALER_DSN": dsn}, lambda: mysql_location_users(dsn), dsn
+
+
+def test_kamailio_routes_an_invite_by_the_dialer_view(
+    kafka_bootstrap: str, tmp_path: Path, backend: tuple[dict[str, str], Any, Any]
+) -> None:
+    view_env, rows, kamailio_db = backend
     data = tmp_path / "fe"
     data.mkdir()
     add_user(data / "sip-users.json", REALM, PHONE, PASSWORD)
-    view_db = tmp_path / "dialer-view.sqlite3"
     with started_frontend(
         kafka_bootstrap, data, REGSTATE_SIP_RATE_PER_S="500", REGSTATE_SIP_RATE_BURST="500"
     ) as fe:
@@ -82,7 +113,7 @@ def test_kamailio_routes_an_invite_by_the_dialer_view(kafka_bootstrap: str, tmp_
                 "REGSTATE_BOOTSTRAP_SERVERS": kafka_bootstrap,
                 "REGSTATE_TOPIC_PREFIX": prefix,
                 "REGSTATE_PARTITIONS": "4",
-                "REGSTATE_DIALER_DB": str(view_db),
+                **view_env,
                 "REGSTATE_DIALER_WEB_PORT": "0",
                 "REGSTATE_DIALER_KAMAILIO_LOCATION": "1",
             },
@@ -93,23 +124,20 @@ def test_kamailio_routes_an_invite_by_the_dialer_view(kafka_bootstrap: str, tmp_
             worker.wait_ready()
             # Kamailio checks the table version at start: the view creates it first.
             wait_until(
-                lambda: view.poll() is not None or location_users(view_db) is not None,
+                lambda: view.poll() is not None or rows() is not None,
                 60,
                 0.2,
                 "view schema",
             )
             assert view.poll() is None, (tmp_path / "view.log").read_text()[-2000:]
-            with running_kamailio(tmp_path, view_db, register=PROXY_ONLY) as proxy:
+            with running_kamailio(tmp_path, kamailio_db, register=PROXY_ONLY) as proxy:
                 uas_port = free_udp_port()
                 reg = sipp(
                     "register_auth", fe.port, [auth_row(PHONE, PASSWORD)], tmp_path, uas_port
                 )
                 assert reg.returncode == 0, reg.stdout[-2000:]
                 wait_until(
-                    lambda: (
-                        location_users(view_db)
-                        == [(PHONE, REALM, f"sip:{PHONE}@127.0.0.1:{uas_port}")]
-                    ),
+                    lambda: rows() == [(PHONE, REALM, f"sip:{PHONE}@127.0.0.1:{uas_port}")],
                     60,
                     0.2,
                     "the registration in the view's location table",
@@ -120,7 +148,7 @@ def test_kamailio_routes_an_invite_by_the_dialer_view(kafka_bootstrap: str, tmp_
 
                 unreg = sipp("unregister_all", fe.port, [auth_row(PHONE, PASSWORD)], tmp_path)
                 assert unreg.returncode == 0, unreg.stdout[-2000:]
-                wait_until(lambda: location_users(view_db) == [], 60, 0.2, "row removed")
+                wait_until(lambda: rows() == [], 60, 0.2, "row removed")
                 gone = sipp("invite_404", proxy, [f"{PHONE};"], tmp_path)
                 assert gone.returncode == 0, gone.stdout[-2000:] + gone.stderr[-1000:]
         finally:
