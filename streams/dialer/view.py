@@ -118,7 +118,7 @@ class DialerViewService:
         self.batch_records = (
             settings.dialer_batch_records if batch_records is None else batch_records
         )
-        self.metrics = DialerMetrics()
+        self.metrics = DialerMetrics(phones_expected=len(server_map.phones))
         self.topic = settings.topic(BINDINGS)
         self.events_topic = settings.topic(BINDING_EVENTS)
         self.caught_up = asyncio.Event()
