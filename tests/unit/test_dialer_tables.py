@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from processors.dialer import PhonesError, parse_phones_csv
 from processors.dialer_tables import (
     ContactFacts,
+    contact_address,
     julian_day,
     location_row,
     ps_contact_id,
@@ -20,6 +21,7 @@ from processors.dialer_tables import (
     ruid_of,
     split_aor,
 )
+from processors.sipuri import parse_sip_uri
 from schemas import AorState, Binding, Health, Source
 from streams.dialer.store import ExtraTables, SqliteBindingStore, record_from_state
 
@@ -145,3 +147,23 @@ def test_turning_a_table_on_reads_the_topic_again(tmp_path: Path) -> None:
     (n,) = again.conn.execute("SELECT count(*) FROM location").fetchone()
     assert n == 1
     again.close()
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sip:1001@10.0.0.5",
+        "sip:1001@10.0.0.5:5070;transport=tcp",
+        "sips:1001@Pbx.Example",
+        "sip:1001;phone-context=x@10.0.0.5:5080?subject=a",
+        "sip:[2001:db8::1]:5062;lr",
+        "sip:[2001:DB8::1]",
+        "sip:pbx.example",
+    ],
+)
+def test_contact_address_agrees_with_the_uri_parser(uri: str) -> None:
+    parsed = parse_sip_uri(uri)
+    assert parsed is not None
+    default = 5061 if parsed.scheme == "sips" else 5060
+    want = (parsed.host.strip("[]").lower(), parsed.port or default)
+    assert contact_address(uri) == want
