@@ -45,12 +45,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add ``dialer-view`` and ``where``."""
     p = subparsers.add_parser(
         "dialer-view",
-        help="a dialer server's materialized copy of regstate.bindings (SQLite, HTTP, SSE)",
+        help="a dialer server's materialized copy of regstate.bindings (SQLite or MariaDB, "
+        "HTTP, SSE, Kamailio location, Asterisk ps_contacts)",
         description=(
-            "Read regstate.bindings into a local SQLite file (offsets stored with the rows, "
-            "so a restart resumes where it stopped), serve GET /v1/extensions/{ext}, "
+            "Read regstate.bindings into a local SQLite file or MariaDB (offsets stored with "
+            "the rows, so a restart resumes where it stopped), serve GET /v1/extensions/{ext}, "
             "/v1/aors/{aor}, /v1/events?ext=|aor= (server-sent binding events), /metrics, "
-            "/healthz, /readyz (503 until caught up)."
+            "/healthz, /readyz (503 until caught up). With REGSTATE_DIALER_KAMAILIO_LOCATION=1 "
+            "and REGSTATE_DIALER_ASTERISK_CONTACTS=1 also keep Kamailio's location and "
+            "Asterisk's ps_contacts tables in the same transactions."
         ),
     )
     _add_common(p)
