@@ -157,11 +157,21 @@ async def test_phones_from_vicidial_mariadb(kafka_bootstrap: str, mariadb_dsn: s
             cur.execute("INSERT INTO phones (extension, server_ip) VALUES ('5000', '10.0.0.9')")
             cur.execute("UPDATE phones SET server_ip = '10.0.0.2' WHERE extension = '2003'")
         conn.close()
+        # The map is swapped and the refresh counted in one step of the loop: polled
+        # in-process, the count read when the change shows is the refresh that brought it.
         await wait_until_async(
-            lambda: status("2003")[0][9] == "N" and len(status("5000")) == 1, 30, 0.05
+            lambda: (
+                service.server_map.phones.get("5000") == ("10.0.0.9",)
+                and service.server_map.phones.get("2003") == ("10.0.0.2",)
+            ),
+            30,
+            0.01,
         )
-        # Seen within one refresh (plus the one that may have been reading meanwhile).
+        # Within one refresh (plus the one that may have been reading meanwhile).
         assert service.metrics.phones_refreshes - before <= 2
+        (moved,) = status("2003")
+        assert moved[0] == "10.0.0.2" and moved[9] == "N"
+        assert status("5000")[0][:2] == ("10.0.0.9", "N")
         assert service.server_map.phones["5000"] == ("10.0.0.9",)
         assert service.server_map.check("2003", "fe2#0").mismatch is False
         assert service.metrics.phones_refresh_errors == 0
