@@ -142,7 +142,7 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
         }
         fe_log = tmp / "frontend.log"
         procs.append(_spawn(["frontend"], fe_env, fe_log))
-        wait_until(lambda: b"processes 2" in fe_log.read_bytes(), 60, 0.2, "front-end up")
+        wait_until(lambda: b"processes 2" in fe_log.read_bytes(), 120, 0.2, "front-end up")
         sim = subprocess.run(
             [
                 sys.executable,
