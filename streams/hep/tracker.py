@@ -17,7 +17,9 @@ What a transaction becomes (issue 11, decisions D51-D54):
 * the same REGISTER (same Call-ID, CSeq, top Via branch) seen again, answered
   or not: ``reject`` ``retransmission`` (feeds ``unreachable`` as on the
   front-end, D13); a second final response for it: nothing;
-* no final response within :data:`TIMEOUT_US`: ``reject`` ``timeout`` (408).
+* no final response within :data:`TIMEOUT_US`: ``reject`` ``timeout`` (408),
+  unless the phone sent a later CSeq of the same Call-ID meanwhile (it was
+  answered; the answer's capture was lost).
 
 Event identity (D52): ``node`` is named after the capture agent, ``seq`` is
 the capture time in microseconds of the packet that decided the event (the
@@ -45,6 +47,8 @@ from streams.sip.message import (
 
 TIMEOUT_US: Final = 32_000_000
 """RFC 3261 Timer F (64*T1): a REGISTER with no final response by then has failed."""
+SUPERSEDED: Final = 0
+"""The final status of a transaction whose answer was not captured but the phone went on."""
 DEFAULT_EXPIRES: Final = 3600
 """RFC 3261 section 10.2.1.1: what a registrar grants when nothing is asked."""
 _REASONS: Final[dict[int, str]] = {
@@ -138,6 +142,8 @@ class Tracker:
         self.timeout_us = timeout_us
         self.stats = TrackerStats()
         self._txns: dict[TxnKey, _Txn] = {}
+        self._dialogs: dict[tuple[int, str], list[TxnKey]] = {}
+        """Open transactions per (agent, Call-ID): a later CSeq supersedes them."""
 
     def __len__(self) -> int:
         return len(self._txns)
@@ -171,6 +177,11 @@ class Tracker:
         events: list[RegistrationEvent] = []
         for key, txn in sorted(due, key=lambda kt: kt[1].first_us):
             del self._txns[key]
+            dialog = self._dialogs.get((key.agent_id, key.call_id))
+            if dialog is not None:
+                dialog.remove(key)
+                if not dialog:
+                    del self._dialogs[(key.agent_id, key.call_id)]
             if txn.final_status is None:
                 self.stats.timeouts += 1
                 at = txn.first_us + self.timeout_us
@@ -187,9 +198,8 @@ class Tracker:
         txn = self._txns.get(key)
         if txn is not None:
             self.stats.retransmissions += 1
-            return self._reject(
-                key, txn, packet.capture_us, txn.final_status, "retransmission", packet
-            )
+            status = txn.final_status or None
+            return self._reject(key, txn, packet.capture_us, status, "retransmission", packet)
         try:
             aor = canonical_aor(request.to.uri)
         except AorError:
@@ -201,6 +211,14 @@ class Tracker:
             request.header_values("authorization") or request.header_values("proxy-authorization")
         )
         source = Source(packet.src_ip, packet.src_port, packet.transport)
+        dialog = self._dialogs.setdefault((key.agent_id, key.call_id), [])
+        for earlier in dialog:
+            older = self._txns[earlier]
+            if older.final_status is None and earlier.cseq < key.cseq:
+                # The phone moved on to a later CSeq: it got an answer we did not
+                # capture (a lost 401), so the earlier request did not time out.
+                older.final_status = SUPERSEDED
+        dialog.append(key)
         self._txns[key] = _Txn(request, aor, source, packet.capture_us, credentials)
         return None
 
@@ -217,7 +235,7 @@ class Tracker:
         txn = self._txns.get(key)
         if txn is None:
             return self._orphan(key, packet, response)
-        if txn.final_status is not None:
+        if txn.final_status is not None and txn.final_status != SUPERSEDED:
             self.stats.duplicate_finals += 1
             return None
         txn.final_status = response.status
