@@ -232,8 +232,9 @@ class Settings:
     """HEP listener: capture agent id -> node name, ``2001=ast1,2002=kam1``; an agent not
     listed logs as node ``hep-<agent id>``."""
     hep_servers: str = ""
-    """HEP listener: comma-separated IP addresses of the monitored registrars/PBXs; a
-    REGISTER one of them sends (to a carrier) is a trunk, logged as ``trunk:<AOR>``."""
+    """HEP listener: comma-separated addresses (``ip`` or ``ip:port``) of the monitored
+    registrars/PBXs; a REGISTER one of them sends (to a carrier) is a trunk, logged as
+    ``trunk:<AOR>``."""
     hep_web_port: int = 6072
     """HEP listener: HTTP port of /metrics, /healthz and /readyz (0: any free port)."""
 

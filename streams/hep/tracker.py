@@ -127,8 +127,9 @@ class TrackerStats:
 class Tracker:
     """Follows REGISTER transactions; :meth:`observe` and :meth:`expire` return events.
 
-    ``servers``: addresses (IP) of the monitored servers; a REGISTER one of them
-    *sends* is a trunk registration, logged under ``trunk:<AOR>`` (D50).
+    ``servers``: addresses of the monitored servers, each an IP (any port) or
+    ``ip:port`` (``[v6]:port``); a REGISTER one of them *sends* is a trunk
+    registration, logged under ``trunk:<AOR>`` (D50).
     """
 
     def __init__(
@@ -205,7 +206,7 @@ class Tracker:
         except AorError:
             self.stats.bad_aor += 1
             return None
-        if packet.src_ip in self.servers:
+        if self._is_server(packet.src_ip, packet.src_port):
             aor = trunk_aor(aor)
         credentials = bool(
             request.header_values("authorization") or request.header_values("proxy-authorization")
@@ -270,7 +271,7 @@ class Tracker:
         except AorError:
             self.stats.bad_aor += 1
             return None
-        if packet.dst_ip in self.servers:
+        if self._is_server(packet.dst_ip, packet.dst_port):
             aor = trunk_aor(aor)
         source = Source(packet.dst_ip, packet.dst_port, packet.transport)
         return self._register(key, aor, source, None, response, packet.capture_us)
@@ -333,6 +334,12 @@ class Tracker:
             reason=reason,
             raw=txn.request.raw_without_credentials(),
         )
+
+    def _is_server(self, ip: str, port: int) -> bool:
+        if not self.servers:
+            return False
+        host = f"[{ip}]" if ":" in ip else ip
+        return ip in self.servers or f"{host}:{port}" in self.servers
 
     def _counted(self, event: RegistrationEvent) -> RegistrationEvent:
         self.stats.count(event)

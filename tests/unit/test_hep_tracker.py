@@ -193,6 +193,12 @@ def test_trunks_are_registers_a_monitored_server_sends() -> None:
     ok = response(r, 200, contacts=["<sip:acct@10.0.0.5:5062>;expires=600"])
     [e] = feed(tracker, [capture(r, PBX, carrier, T0), capture(ok, carrier, PBX, T0 + 1)])
     assert e.aor == "trunk:sip:acct@carrier.example" and e.source == Source(*PBX, "udp")
+    # ip:port entries: a phone on the server's own host is still a phone.
+    by_port = Tracker(servers=frozenset({f"{PBX[0]}:{PBX[1]}"}))
+    [e] = feed(by_port, [capture(r, PBX, carrier, T0), capture(ok, carrier, PBX, T0 + 1)])
+    assert e.aor == "trunk:sip:acct@carrier.example"
+    [e] = feed(by_port, login("1001", T0 + 10**6))
+    assert e.aor == "sip:1001@pbx.example"
 
 
 def test_node_names() -> None:
