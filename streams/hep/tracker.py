@@ -47,6 +47,8 @@ from streams.sip.message import (
 
 TIMEOUT_US: Final = 32_000_000
 """RFC 3261 Timer F (64*T1): a REGISTER with no final response by then has failed."""
+NO_ANSWER: Final = 0
+"""The status of a retransmission reject when no final response was captured yet."""
 SUPERSEDED: Final = 0
 """The final status of a transaction whose answer was not captured but the phone went on."""
 DEFAULT_EXPIRES: Final = 3600
@@ -199,7 +201,8 @@ class Tracker:
         txn = self._txns.get(key)
         if txn is not None:
             self.stats.retransmissions += 1
-            status = txn.final_status or None
+            # 0: no final response captured yet (a reject always carries a status).
+            status = txn.final_status or NO_ANSWER
             return self._reject(key, txn, packet.capture_us, status, "retransmission", packet)
         try:
             aor = canonical_aor(request.to.uri)
@@ -311,7 +314,7 @@ class Tracker:
         key: TxnKey,
         txn: _Txn,
         at_us: int,
-        status: int | None,
+        status: int,
         reason: str,
         packet: HepPacket | None = None,
     ) -> RegistrationEvent:

@@ -138,27 +138,32 @@ def started_kamailio(
     workdir: Path,
     hep_port: int,
     *,
+    port: int | None = None,
+    capture_id: int = CAPTURE_ID,
     extra_modules: str = "",
     extra_params: str = "",
     extra_routes: str = "",
 ) -> Iterator[Kamailio]:
-    """Kamailio with the config above on a free UDP port, mirroring to ``hep_port``."""
+    """Kamailio with the config above on ``port`` (None: a free one), mirroring to ``hep_port``.
+
+    ``{sip_port}`` in the extra parameters and routes is its port."""
     assert KAMAILIO is not None
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "kamailio.log"
-    for _attempt in range(5):
-        port = free_udp_port()
+    fixed = port
+    for _attempt in range(1 if fixed else 5):
+        port = fixed or free_udp_port()
         cfg = workdir / "kamailio.cfg"
         cfg.write_text(
             KAMAILIO_CFG.format(
                 sip_port=port,
                 hep_port=hep_port,
                 modules=MODULES,
-                capture_id=CAPTURE_ID,
+                capture_id=capture_id,
                 max_expires=MAX_EXPIRES,
                 extra_modules=extra_modules,
                 extra_params=extra_params.replace("{sip_port}", str(port)),
-                extra_routes=extra_routes,
+                extra_routes=extra_routes.replace("{sip_port}", str(port)),
             )
         )
         with log.open("wb") as out:
@@ -179,6 +184,7 @@ def started_kamailio(
         # The port was taken between our probe and Kamailio's bind: another one.
     else:
         raise AssertionError(f"kamailio did not start: {log.read_text(errors='replace')[-2000:]}")
+    assert port is not None
     try:
         yield Kamailio(proc, port, log)
     finally:

@@ -32,6 +32,7 @@ from tests.integration.hep_harness import (
     MAX_EXPIRES,
     Hep,
     Kamailio,
+    free_udp_port,
     started_hep,
     started_kamailio,
 )
@@ -54,6 +55,7 @@ class System:
     hep: Hep
     kamailio: Kamailio
     tmp: Path
+    trunk_port: int
 
     def sipp(self, scenario: str, rows: list[str], port: int | None = None) -> int:
         """Run one scenario against Kamailio, one call per row; SIPp's exit status."""
@@ -113,6 +115,9 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
         store="memory",
         hep_nodes=f"{CAPTURE_ID}={NODE}",
     )
+    trunk_port = free_udp_port()
+    # The dialer server of the trunk test: a REGISTER it sends is a trunk.
+    env["REGSTATE_HEP_SERVERS"] = f"127.0.0.1:{trunk_port}"
     settings = Settings.from_env(env)
     asyncio.run(ensure_topics(settings))
     worker = Worker(env, tmp / "worker.log").start()
@@ -122,7 +127,7 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
             started_hep(env, tmp / "hep.log") as hep,
             started_kamailio(tmp / "kamailio", hep.port) as kamailio,
         ):
-            yield System(env, settings, worker, hep, kamailio, tmp)
+            yield System(env, settings, worker, hep, kamailio, tmp, trunk_port)
     finally:
         worker.stop()
 
@@ -201,3 +206,81 @@ def test_phones_behind_kamailio(system: System) -> None:
     )  # fmt: skip
     listed = {p["aor"] for p in orjson.loads(out.stdout)}
     assert listed == {f"sip:{u}@pbx.example" for u in wrong}
+
+
+TRUNK_MODULES = """
+loadmodule "rr.so"
+loadmodule "rtimer.so"
+loadmodule "uac.so"
+"""
+TRUNK_PARAMS = """
+modparam("rtimer", "timer", "name=trunk;interval=2;mode=1;")
+modparam("rtimer", "exec", "timer=trunk;route=TRUNK")
+"""
+TRUNK_ROUTE = """
+route[TRUNK] {{
+  $uac_req(method) = "REGISTER";
+  $uac_req(ruri) = "sip:carrier.example";
+  $uac_req(ouri) = "sip:127.0.0.1:{carrier}";
+  $uac_req(furi) = "sip:dialer1@carrier.example";
+  $uac_req(turi) = "sip:dialer1@carrier.example";
+  $uac_req(hdrs) = "Contact: <sip:dialer1@127.0.0.1:{{sip_port}}>\\r\\nExpires: 60\\r\\n";
+  $uac_req(callid) = $_s(trunk-$TV(Sn)-$pp@127.0.0.1);
+  uac_req_send();
+}}
+"""
+TRUNK = "trunk:sip:dialer1@carrier.example"
+
+
+def carrier(system: System, scenario: str, port: int, answers: int) -> subprocess.Popen[bytes]:
+    """SIPp as the carrier on ``port``, answering ``answers`` REGISTERs, then exiting."""
+    assert SIPP is not None
+    return subprocess.Popen(
+        [
+            SIPP, "-sf", str(SCENARIOS / f"{scenario}.xml"), "-i", "127.0.0.1",
+            "-p", str(port), "-m", str(answers), "-nostdin", "-timeout", "60s",
+            "-trace_err", "-error_file", str(system.tmp / f"{scenario}.err"),
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_a_trunk_registered_then_forbidden_then_silent(system: System) -> None:
+    """Scenario: a dialer server (a second Kamailio, its `uac` module) registers a trunk
+    every 2 s to a carrier (SIPp) that answers 200 twice (12 s granted), then 403 three
+    times, then nothing. The trunk is kept apart from phones (``trunk:`` AOR), shows on
+    the query API with its contact and the server's address, becomes auth_failing, and
+    its binding is expired by the sweeper."""
+    carrier_port = free_udp_port()
+    ok = carrier(system, "carrier_ok", carrier_port, 2)
+    route = TRUNK_ROUTE.format(carrier=carrier_port)
+    with started_kamailio(
+        system.tmp / "dialer", system.hep.port, port=system.trunk_port, capture_id=2002,
+        extra_modules=TRUNK_MODULES, extra_params=TRUNK_PARAMS, extra_routes=route,
+    ):  # fmt: skip
+        assert ok.wait(60) == 0
+
+        def registered() -> dict[str, Any] | None:
+            status, body = system.aor(TRUNK)
+            return body if status == 200 else None
+
+        state = wait_until(registered, 30, 0.2, "trunk registered")
+        [binding] = state["contacts"]
+        assert binding["uri"] == f"sip:dialer1@127.0.0.1:{system.trunk_port}"
+        assert binding["expires_at"] - binding["refreshed_at"] == 12_000
+        assert binding["source"]["port"] == system.trunk_port and binding["node"] == "hep-2002"
+        forbidden = carrier(system, "carrier_forbidden", carrier_port, 3)
+        assert forbidden.wait(60) == 0
+        wait_until(lambda: TRUNK in system.problems("auth_failing"), 60, 0.2, "auth_failing")
+        # Then the carrier is silent: nothing refreshes the binding, the sweeper ends it.
+        wait_until(lambda: registered() is None, 60, 0.2, "trunk binding lapsed")
+
+        def swept() -> list[RegistrationEvent] | None:
+            events = [e for e in system.events() if e.aor == TRUNK]
+            return events if any(e.kind == "expire" for e in events) else None
+
+        events = wait_until(swept, 60, 0.5, "the sweeper's expire event for the trunk")
+    kinds = [(e.kind, e.reason) for e in events]
+    assert kinds.index(("register", None)) < kinds.index(("reject", "forbidden"))
+    # Never a phone: no phone AOR for the trunk's account.
+    assert system.aor("sip:dialer1@carrier.example")[0] == 404
