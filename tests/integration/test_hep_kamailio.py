@@ -21,7 +21,9 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas import RegistrationEvent, decode_event
+from processors.alerting import AlertChange, Detector
+from schemas import AorState, BindingEvent, RegistrationEvent, decode_event, decode_state
+from schemas.codec import binding_event_from_dict
 from streams.log.topics import ensure_topics
 from streams.settings import Settings
 from tests.helpers import PROJECT_ROOT, unique_name, wait_until
@@ -232,6 +234,26 @@ route[TRUNK] {{
 TRUNK = "trunk:sip:dialer1@carrier.example"
 
 
+def alerts_from_topics(system: System, ticks: int) -> list[AlertChange]:
+    """The Detector fed with regstate.bindings and regstate.binding-events in event time."""
+    bootstrap = system.env["REGSTATE_BOOTSTRAP_SERVERS"]
+    timed: list[tuple[int, AorState | BindingEvent]] = []
+    for r in asyncio.run(read_topic(bootstrap, system.settings.topic("bindings"))):
+        if r.value is not None:
+            state = decode_state(r.value)
+            timed.append((state.updated_ts, state))
+    for r in asyncio.run(read_topic(bootstrap, system.settings.topic("binding-events"))):
+        be = binding_event_from_dict(orjson.loads(r.value))
+        timed.append((be.ts, be))
+    detector = Detector()
+    changes: list[AlertChange] = []
+    for ts, item in sorted(timed, key=lambda x: x[0]):
+        detector.observe(item)
+        changes += detector.tick(ts)
+    changes += detector.tick(ticks)
+    return [c for c in changes if c.alert.kind == "trunk_down"]
+
+
 def carrier(system: System, scenario: str, port: int, answers: int) -> subprocess.Popen[bytes]:
     """SIPp as the carrier on ``port``, answering ``answers`` REGISTERs, then exiting."""
     assert SIPP is not None
@@ -282,5 +304,8 @@ def test_a_trunk_registered_then_forbidden_then_silent(system: System) -> None:
         events = wait_until(swept, 60, 0.5, "the sweeper's expire event for the trunk")
     kinds = [(e.kind, e.reason) for e in events]
     assert kinds.index(("register", None)) < kinds.index(("reject", "forbidden"))
+    # What the alerting consumer reads pages trunk_down once for the whole outage.
+    pages = alerts_from_topics(system, ticks=events[-1].ts + 60_000)
+    assert [(c.change, c.alert.group) for c in pages] == [("fired", TRUNK)]
     # Never a phone: no phone AOR for the trunk's account.
     assert system.aor("sip:dialer1@carrier.example")[0] == 404
