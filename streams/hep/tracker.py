@@ -29,6 +29,8 @@ identical events, and the fold's per-node ``seq`` rule (R5) keeps one of each.
 
 from __future__ import annotations
 
+import heapq
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
@@ -145,6 +147,8 @@ class Tracker:
         self.timeout_us = timeout_us
         self.stats = TrackerStats()
         self._txns: dict[TxnKey, _Txn] = {}
+        self._deadlines: list[tuple[int, TxnKey]] = []
+        """(deadline, key) of every transaction followed, a heap: expiry is O(log n)."""
         self._dialogs: dict[tuple[int, str], list[TxnKey]] = {}
         """Open transactions per (agent, Call-ID): a later CSeq supersedes them."""
 
@@ -155,6 +159,10 @@ class Tracker:
         """One captured SIP message; the events it completes (timeouts due before it first)."""
         events = self.expire(packet.capture_us)
         payload = packet.payload
+        if not _about_register(payload):
+            # Most of a mirror is calls and keep-alives: skipped without a parse.
+            self.stats.other_methods += 1
+            return events
         try:
             if payload.lstrip(b"\r\n").startswith(b"SIP/"):
                 self.stats.responses += 1
@@ -176,10 +184,13 @@ class Tracker:
         An answered transaction is kept until its deadline too, so that its
         retransmissions and duplicated answers are recognized.
         """
-        due = [(k, t) for k, t in self._txns.items() if t.first_us + self.timeout_us <= now_us]
         events: list[RegistrationEvent] = []
-        for key, txn in sorted(due, key=lambda kt: kt[1].first_us):
-            del self._txns[key]
+        heap = self._deadlines
+        while heap and heap[0][0] <= now_us:
+            _, key = heapq.heappop(heap)
+            txn = self._txns.pop(key, None)
+            if txn is None:
+                continue
             dialog = self._dialogs.get((key.agent_id, key.call_id))
             if dialog is not None:
                 dialog.remove(key)
@@ -224,6 +235,7 @@ class Tracker:
                 older.final_status = SUPERSEDED
         dialog.append(key)
         self._txns[key] = _Txn(request, aor, source, packet.capture_us, credentials)
+        heapq.heappush(self._deadlines, (packet.capture_us + self.timeout_us, key))
         return None
 
     # ---- responses
@@ -347,6 +359,24 @@ class Tracker:
     def _counted(self, event: RegistrationEvent) -> RegistrationEvent:
         self.stats.count(event)
         return event
+
+
+_CSEQ_REGISTER = re.compile(rb"^cseq[ \t]*:[ \t]*[0-9]+[ \t]+REGISTER[ \t]*\r?$", re.M | re.I)
+
+
+def _about_register(payload: bytes) -> bool:
+    """A REGISTER, or a final response to one (by its CSeq), before any parse.
+
+    Cheap and conservative: a message it lets through is parsed and checked
+    properly; one it stops (a provisional response, another method) the
+    tracker would ignore anyway.
+    """
+    head = payload.lstrip(b"\r\n")[:12]
+    if head.startswith(b"REGISTER "):
+        return True
+    if not head.startswith(b"SIP/2.0 ") or head[8:9] == b"1":
+        return False
+    return _CSEQ_REGISTER.search(payload) is not None
 
 
 def _stale(response: SipResponse) -> bool:

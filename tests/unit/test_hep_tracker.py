@@ -301,3 +301,20 @@ def test_a_lost_challenge_changes_nothing(packets: list[HepPacket], data: st.Dat
         if not (p.payload.startswith(b"SIP/2.0 401") and data.draw(st.booleans()))
     ]  # fmt: skip
     assert fold(listen(lossy)) == fold(listen(packets))
+
+
+def test_other_traffic_is_skipped_before_parsing() -> None:
+    tracker = Tracker()
+    r = register("1009", branch="b9", cseq=1)
+    invite = r.replace(b"REGISTER sip:", b"INVITE sip:").replace(b"1 REGISTER", b"1 INVITE")
+    trying = response(r, 100)
+    options_ok = response(invite, 200).replace(b"1 INVITE", b"1 OPTIONS")
+    events = feed(tracker, [
+        capture(invite, PHONE, PBX, T0),
+        capture(options_ok, PBX, PHONE, T0 + 1),
+        capture(r, PHONE, PBX, T0 + 2),
+        capture(trying, PBX, PHONE, T0 + 3),
+        capture(response(r, 200, contacts=[CONTACT + ";expires=60"]), PBX, PHONE, T0 + 4),
+    ])  # fmt: skip
+    assert [e.kind for e in events] == ["register"]
+    assert tracker.stats.other_methods == 3 and tracker.stats.unparsable == 0
