@@ -318,3 +318,20 @@ def test_other_traffic_is_skipped_before_parsing() -> None:
     ])  # fmt: skip
     assert [e.kind for e in events] == ["register"]
     assert tracker.stats.other_methods == 3 and tracker.stats.unparsable == 0
+
+
+class FullParse(Tracker):
+    """The tracker without its fast path: every message parsed."""
+
+    def _known(self, packet: HepPacket) -> None:
+        return None
+
+
+@settings(max_examples=60, deadline=None)
+@given(mirrors())
+def test_the_fast_path_changes_no_event(packets: list[HepPacket]) -> None:
+    fast, full = Tracker(), FullParse()
+    assert feed(fast, packets) == feed(full, packets)
+    assert fast.expire(T0 + 10**12) == full.expire(T0 + 10**12)
+    assert fast.stats.challenges == full.stats.challenges
+    assert fast.stats.retransmissions == full.stats.retransmissions
