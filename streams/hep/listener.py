@@ -87,6 +87,9 @@ class HepListener:
         self._tick: asyncio.Task[None] | None = None
         self._latest_us = 0
         self._pending = 0
+        from streams.metrics.hep import HepMetrics
+
+        self.metrics = HepMetrics(self)
 
     async def start(self, host: str, port: int) -> None:
         """Bind UDP, then TCP on the same port (port 0: retried until both are free)."""
@@ -167,14 +170,17 @@ class HepListener:
             self.stats.events_dropped += 1
             return
         self._pending += 1
-        self.event_log.append(event).add_done_callback(self._settled)
+        captured_s = event.ts / 1000
+        self.event_log.append(event).add_done_callback(lambda f: self._settled(f, captured_s))
 
-    def _settled(self, future: asyncio.Future[None]) -> None:
+    def _settled(self, future: asyncio.Future[None], captured_s: float) -> None:
         self._pending -= 1
         if future.cancelled() or future.exception() is not None:
             self.stats.events_failed += 1
         else:
             self.stats.events_acked += 1
+            lag = self.clock_us() / 1e6 - captured_s
+            self.metrics.capture_to_event.observe(max(0.0, lag))
 
     async def _ticker(self) -> None:
         while True:

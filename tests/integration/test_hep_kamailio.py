@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,13 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from processors.alerting import AlertChange, Detector
 from schemas import AorState, BindingEvent, RegistrationEvent, decode_event, decode_state
 from schemas.codec import binding_event_from_dict
 from streams.log.topics import ensure_topics
+from streams.metrics.hep import FAMILIES as HEP_FAMILIES
 from streams.settings import Settings
 from tests.helpers import PROJECT_ROOT, unique_name, wait_until
 from tests.integration.engine_harness import Worker, engine_env, free_port, read_topic
@@ -208,6 +211,24 @@ def test_phones_behind_kamailio(system: System) -> None:
     )  # fmt: skip
     listed = {p["aor"] for p in orjson.loads(out.stdout)}
     assert listed == {f"sip:{u}@pbx.example" for u in wrong}
+
+    # The listener's /metrics: exactly the catalogue's HEP families, nothing lost.
+    url = f"http://127.0.0.1:{system.hep.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    families = {
+        f.name + "_total" if f.type == "counter" else f.name
+        for f in text_string_to_metric_families(text)
+    }
+    assert families == {f.name for f in HEP_FAMILIES} | {"regstate_build_info"}
+    samples = {
+        s.name + str(sorted(s.labels.items())): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    assert samples["regstate_hep_kernel_drops[]"] == 0
+    assert samples["regstate_hep_capture_to_event_seconds_count[]"] >= len(phones)
+    assert samples["regstate_hep_unparsable_total[]"] == 0
 
 
 TRUNK_MODULES = """

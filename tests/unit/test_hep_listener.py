@@ -101,7 +101,7 @@ async def test_udp_and_tcp_feed_one_tracker_and_everything_is_forwarded(
         except BlockingIOError:
             break
     assert forwarded[:2] == login("1001", b"k3y")  # unchanged bytes, in order
-    text = render_metrics(listener)
+    text = render_metrics(listener.metrics)
     assert 'regstate_hep_dropped_total{reason="auth"} 2' in text
     assert 'regstate_hep_events_total{result="acked"} 2' in text
     assert 'regstate_hep_packets_total{transport="tcp"} 2' in text
