@@ -59,10 +59,7 @@ def check(settings: Settings) -> tuple[dict[int, str], tuple[str, int] | None, f
 
 def run(args: argparse.Namespace) -> int:
     """Run the listener until a signal."""
-    settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    settings = Settings.from_env()  # logging is set up by streams.cli.main (D105)
     port = settings.hep_port if args.port is None else args.port
     check(settings)
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
