@@ -3,9 +3,10 @@
 Thin on purpose: every decision is in :mod:`streams.hep.decode`,
 :mod:`streams.hep.dedup` and :mod:`streams.hep.tracker`. Per packet, in order:
 forward it unchanged (``REGSTATE_HEP_FORWARD``), decode it, check the auth key,
-drop non-SIP payloads, drop a duplicated capture, then let the tracker turn it
-into events, which go to regstate.registrations through the front-end's event
-log (one producer setup, key = canonical AOR, acks=all, idempotence).
+drop non-SIP payloads, drop a duplicated capture, put it back in capture-time
+order (a 250 ms buffer, D57), then let the tracker turn it into events, which
+go to regstate.registrations through the front-end's event log (one producer
+setup, key = canonical AOR, acks=all, idempotence).
 
 The tracker's clock is the capture time of the packets; once a second the
 wall clock moves it on too, so that a REGISTER nobody answers times out even
@@ -29,6 +30,7 @@ from schemas import RegistrationEvent
 from streams.frontend.eventlog import EventLog
 from streams.hep.decode import PROTOCOL_SIP, HepError, decode, packet_length
 from streams.hep.dedup import DuplicateFilter
+from streams.hep.reorder import CaptureOrder
 from streams.hep.tracker import Tracker
 
 log = logging.getLogger("regstate.hep")
@@ -77,6 +79,7 @@ class HepListener:
         self.auth_key = auth_key.encode() if auth_key else None
         self.forward = forward
         self.dedup = dedup or DuplicateFilter()
+        self.order = CaptureOrder()
         self.clock_us = clock_us
         self.stats = ListenerStats()
         self.udp_port = 0
@@ -162,8 +165,9 @@ class HepListener:
             self.stats.dropped["duplicate"] += 1
             return
         self._latest_us = max(self._latest_us, hep.capture_us)
-        for event in self.tracker.observe(hep):
-            self._publish(event)
+        for ready in self.order.push(hep):
+            for event in self.tracker.observe(ready):
+                self._publish(event)
 
     def _publish(self, event: RegistrationEvent) -> None:
         if self._pending >= MAX_PENDING or not self.event_log.ready:
@@ -185,9 +189,16 @@ class HepListener:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
-            now = max(self._latest_us, self.clock_us())
-            for event in self.tracker.expire(now):
+            self.tick()
+
+    def tick(self) -> None:
+        """Release what waited long enough for reordering, then time out what is due."""
+        now = max(self._latest_us, self.clock_us())
+        for ready in self.order.release(now - self.order.window_us):
+            for event in self.tracker.observe(ready):
                 self._publish(event)
+        for event in self.tracker.expire(now - self.order.window_us):
+            self._publish(event)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats.tcp_connections += 1

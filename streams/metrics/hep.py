@@ -62,6 +62,11 @@ TRACKER: Final = (
                         "REGISTERs without a final response within 32 s.")),
 )  # fmt: skip
 """``TrackerStats`` attribute -> counter family."""
+LATE = Family(
+    "regstate_hep_late_total",
+    "counter",
+    "Captures that arrived more than 250 ms of capture time out of order (not reordered).",
+)
 TRANSACTIONS = Family("regstate_hep_transactions", "gauge", "REGISTER transactions being followed.")
 EVENTS = Family(
     "regstate_hep_events_total",
@@ -80,6 +85,7 @@ FAMILIES: Final = (
     DROPPED,
     KERNEL_DROPS,
     *(f for _, f in TRACKER),
+    LATE,
     TRANSACTIONS,
     EVENTS,
     FORWARDED,
@@ -124,6 +130,9 @@ class HepMetrics(Collector):
             c = fam.counter()
             c.add_metric([], getattr(t, attr))
             yield c
+        c = LATE.counter()
+        c.add_metric([], lis.order.late)
+        yield c
         g = TRANSACTIONS.gauge()
         g.add_metric([], len(lis.tracker))
         yield g

@@ -290,7 +290,7 @@ def carrier(system: System, scenario: str, port: int, answers: int) -> subproces
 
 def test_a_trunk_registered_then_forbidden_then_silent(system: System) -> None:
     """Scenario: a dialer server (a second Kamailio, its `uac` module) registers a trunk
-    every 2 s to a carrier (SIPp) that answers 200 twice (12 s granted), then 403 three
+    every 2 s to a carrier (SIPp) that answers 200 twice (20 s granted), then 403 five
     times, then nothing. The trunk is kept apart from phones (``trunk:`` AOR), shows on
     the query API with its contact and the server's address, becomes auth_failing, and
     its binding is expired by the sweeper."""
@@ -310,9 +310,10 @@ def test_a_trunk_registered_then_forbidden_then_silent(system: System) -> None:
         state = wait_until(registered, 30, 0.2, "trunk registered")
         [binding] = state["contacts"]
         assert binding["uri"] == f"sip:dialer1@127.0.0.1:{system.trunk_port}"
-        assert binding["expires_at"] - binding["refreshed_at"] == 12_000
+        assert binding["expires_at"] - binding["refreshed_at"] == 20_000
         assert binding["source"]["port"] == system.trunk_port and binding["node"] == "hep-2002"
-        forbidden = carrier(system, "carrier_forbidden", carrier_port, 3)
+        # Five refusals; three (REGSTATE_HEALTH_AUTH_FAIL_THRESHOLD) make auth_failing.
+        forbidden = carrier(system, "carrier_forbidden", carrier_port, 5)
         assert forbidden.wait(60) == 0
         wait_until(lambda: TRUNK in system.problems("auth_failing"), 60, 0.2, "auth_failing")
         # Then the carrier is silent: nothing refreshes the binding, the sweeper ends it.

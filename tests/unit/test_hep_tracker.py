@@ -335,3 +335,40 @@ def test_the_fast_path_changes_no_event(packets: list[HepPacket]) -> None:
     assert fast.expire(T0 + 10**12) == full.expire(T0 + 10**12)
     assert fast.stats.challenges == full.stats.challenges
     assert fast.stats.retransmissions == full.stats.retransmissions
+
+
+@settings(max_examples=60, deadline=None)
+@given(mirrors(), st.data())
+def test_captures_arriving_out_of_order_give_the_events_of_capture_order(
+    packets: list[HepPacket], data: st.DataObject
+) -> None:
+    """A registrar's processes send their captures in any order within 250 ms (D57)."""
+    from streams.hep.reorder import CaptureOrder
+
+    jitter = [
+        (p.capture_us + data.draw(st.integers(0, 200_000)), i, p) for i, p in enumerate(packets)
+    ]
+    arrived = [p for _, _, p in sorted(jitter, key=lambda x: (x[0], x[1]))]
+    order, tracker = CaptureOrder(), Tracker()
+    events: list[RegistrationEvent] = []
+    for p in arrived:
+        for ready in order.push(p):
+            events += tracker.observe(ready)
+    for ready in order.release(T0 + 10**12):
+        events += tracker.observe(ready)
+    events += tracker.expire(T0 + 10**12)
+    assert order.late == 0
+    assert events == listen(packets)
+    assert [e.seq for e in events if e.reason != "timeout"] == sorted(
+        e.seq for e in events if e.reason != "timeout"
+    )
+
+
+def test_a_capture_later_than_the_window_still_goes_through() -> None:
+    from streams.hep.reorder import CaptureOrder
+
+    order = CaptureOrder(window_us=100)
+    a, b, c = (capture(b"x", PHONE, PBX, T0 + d) for d in (0, 1_000, -10))
+    assert order.push(a) == []
+    assert order.push(b) == [a]
+    assert order.push(c) == [c] and order.late == 1
