@@ -12,6 +12,7 @@ import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from processors.sipuri import is_trunk
 from schemas.events import front_end_of
 
 
@@ -23,8 +24,12 @@ def extension_of(aor: str) -> str:
     """The user part of a canonical AOR: ``sip:1001@pbx`` -> ``1001``, ``tel:+155`` -> ``+155``.
 
     An AOR without a user part (``sip:pbx.example.com``) has the empty extension.
-    The user part is kept exactly as in the AOR (R1 keeps it as sent).
+    The user part is kept exactly as in the AOR (R1 keeps it as sent). A trunk
+    (``trunk:sip:acct@carrier``, D50) is no phone: it has no extension and is
+    looked up by its AOR.
     """
+    if is_trunk(aor):
+        return ""
     _, colon, rest = aor.partition(":")
     if not colon:
         return ""
@@ -38,7 +43,7 @@ def extension_of(aor: str) -> str:
 def is_aor(text: str) -> bool:
     """Whether a lookup argument names an AOR (has a scheme) rather than an extension."""
     head = text.split(":", 1)[0].lower()
-    return ":" in text and head in ("sip", "sips", "tel")
+    return ":" in text and head in ("sip", "sips", "tel", "trunk")
 
 
 SIP_PROTOCOLS = frozenset({"SIP", "PJSIP"})

@@ -200,13 +200,34 @@ class AorError(ValueError):
     """The text cannot be made into an address-of-record."""
 
 
+TRUNK_PREFIX = "trunk:"
+"""D50: the AOR of a registration a monitored server sends to a carrier is
+``trunk:`` + the canonical AOR, so trunks are kept apart from phones everywhere."""
+
+
+def trunk_aor(aor: str) -> str:
+    """The trunk AOR of a canonical AOR (idempotent)."""
+    return aor if aor.startswith(TRUNK_PREFIX) else TRUNK_PREFIX + aor
+
+
+def is_trunk(aor: str) -> bool:
+    """Whether an AOR names a trunk registration (D50)."""
+    return aor.startswith(TRUNK_PREFIX)
+
+
 @lru_cache(maxsize=65536)
 def canonical_aor(text: str) -> str:
     """R1: the To URI with every parameter removed, scheme and host lower-case, user as sent.
 
-    Accepts a bare URI or a name-addr (``"Agent" <sip:1001@pbx.example;transport=udp>``).
+    Accepts a bare URI or a name-addr (``"Agent" <sip:1001@pbx.example;transport=udp>``),
+    and ``trunk:`` before a SIP URI (a trunk, D50).
     Raises AorError when the text is no SIP URI with a host.
     """
+    if text[:6].lower() == TRUNK_PREFIX:
+        inner_aor = canonical_aor(text[6:])
+        if inner_aor.startswith(TRUNK_PREFIX):
+            raise AorError(f"AOR {text!r}: trunk of a trunk")
+        return TRUNK_PREFIX + inner_aor
     inner = _strip_brackets(text)
     colon = inner.find(":")
     if colon <= 0:

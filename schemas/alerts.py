@@ -18,13 +18,20 @@ from schemas.codec import Rejection
 
 ALERT_SCHEMA_VERSION: Final = 1
 
-AlertKind = Literal["mass_drop", "node_down", "reregistration_storm"]
-ALERT_KINDS: Final[tuple[AlertKind, ...]] = ("mass_drop", "node_down", "reregistration_storm")
+AlertKind = Literal["mass_drop", "node_down", "reregistration_storm", "trunk_down"]
+ALERT_KINDS: Final[tuple[AlertKind, ...]] = (
+    "mass_drop",
+    "node_down",
+    "reregistration_storm",
+    "trunk_down",
+)
 AlertStatus = Literal["firing", "resolved"]
 ALERT_STATUSES: Final[tuple[AlertStatus, ...]] = ("firing", "resolved")
-GroupType = Literal["node", "net", "ua", "domain"]
+GroupType = Literal["node", "net", "ua", "domain", "trunk"]
 GROUP_TYPES: Final[tuple[GroupType, ...]] = ("node", "net", "ua", "domain")
-"""Front-end node, source /24 (IPv6 /64), user-agent family, AOR domain."""
+"""Front-end node, source /24 (IPv6 /64), user-agent family, AOR domain: how phones group."""
+ALERT_GROUP_TYPES: Final[tuple[GroupType, ...]] = (*GROUP_TYPES, "trunk")
+"""Also ``trunk``: a ``trunk_down`` alert's group is the trunk's AOR (D55)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +121,11 @@ def alert_from_dict(d: object) -> Alert | Rejection:
         kind = _field(d, "kind", str)
         status = _field(d, "status", str)
         group_type = _field(d, "group_type", str)
-        if kind not in ALERT_KINDS or status not in ALERT_STATUSES or group_type not in GROUP_TYPES:
+        if (
+            kind not in ALERT_KINDS
+            or status not in ALERT_STATUSES
+            or group_type not in ALERT_GROUP_TYPES
+        ):
             return Rejection(
                 "invalid_value", f"kind/status/group_type {kind}/{status}/{group_type}"
             )

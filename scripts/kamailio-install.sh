@@ -3,6 +3,8 @@
 # kamailio, kamailio-sqlite-modules, kamailio-mysql-modules) unless present. The dialer
 # view's Kamailio tests run the real registrar and proxy (usrloc db_mode=3) with them.
 # The package's own service is not needed: the tests start private instances.
+# The HEP tests (tests/integration/test_hep_kamailio.py) use siptrace, registrar, auth,
+# uac and rtimer, all in the kamailio package.
 set -euo pipefail
 have() { compgen -G "/usr/lib/*/kamailio/modules/$1" >/dev/null; }
 if command -v kamailio >/dev/null 2>&1 && have db_sqlite.so && have db_mysql.so; then

@@ -39,6 +39,7 @@ if ! "$BIN/regstate" kafka status --secure >/dev/null 2>&1; then
 fi
 # The dialer view's Kamailio location table is tested with Debian's Kamailio 5.6
 # (registrar and proxy, usrloc db_mode=3 on db_sqlite / db_mysql).
+# `regstate hep` is tested behind the same Kamailio (siptrace sends HEPv3).
 echo "== kamailio"
 bash scripts/kamailio-install.sh
 

@@ -32,6 +32,7 @@ SUBCOMMAND_MODULES = (
     "streams.frontend.users_cli",
     "streams.frontend.cli",
     "streams.frontend.simulate_cli",
+    "streams.hep.cli",
     "streams.dialer.cli",
     "streams.completion_cli",
 )

@@ -216,6 +216,28 @@ class Settings:
     mysql_ssl_key: str = ""
     """Dialer view on MariaDB/MySQL: key of ``mysql_ssl_cert``."""
 
+    # ---- HEP ingest (`regstate hep`, issue 11)
+    hep_bind: str = "127.0.0.1"
+    """HEP listener: address its UDP and TCP sockets bind (``0.0.0.0`` to take a mirror
+    from other machines)."""
+    hep_port: int = 9060
+    """HEP listener: port, UDP and TCP (the port Homer uses; 0: any free port, printed)."""
+    hep_auth_key: str = ""
+    """HEP listener: when set, packets whose auth key chunk differs (or is missing) are
+    counted and dropped (Asterisk ``capture_password``, Kamailio ``hep_capture_id`` peers)."""
+    hep_forward: str = ""
+    """HEP listener: ``host:port`` every packet received is re-sent to unchanged (over
+    UDP), so a site keeps its Homer behind regstate."""
+    hep_nodes: str = ""
+    """HEP listener: capture agent id -> node name, ``2001=ast1,2002=kam1``; an agent not
+    listed logs as node ``hep-<agent id>``."""
+    hep_servers: str = ""
+    """HEP listener: comma-separated addresses (``ip`` or ``ip:port``) of the monitored
+    registrars/PBXs; a REGISTER one of them sends (to a carrier) is a trunk, logged as
+    ``trunk:<AOR>``."""
+    hep_web_port: int = 6072
+    """HEP listener: HTTP port of /metrics, /healthz and /readyz (0: any free port)."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``REGSTATE_*`` variables; raise SettingsError naming a bad one."""

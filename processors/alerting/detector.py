@@ -69,7 +69,9 @@ from collections.abc import Iterable, Iterator
 from processors.alerting.config import AlertChange, ChangeKind, DetectorConfig, Group, GroupStats
 from processors.alerting.evaluation import Drops, Evaluator, Incident, Storms
 from processors.alerting.population import Population
-from processors.alerting.text import render_alert
+from processors.alerting.text import render_alert, trunk_alert
+from processors.sipuri import is_trunk
+from processors.trunks import TrunkChange, TrunkWatch
 from schemas.alerts import Alert
 from schemas.events import RegistrationEvent
 from schemas.state import AorState, BindingEvent
@@ -90,6 +92,8 @@ class Detector:
         self._storms = Storms(self.config, self._population)
         # Evaluated in this order at every tick; a new kind of alert adds its own.
         self._evaluators: tuple[Evaluator, ...] = (self._drops, self._storms)
+        # Trunks (D50) are no phones: watched one by one, never in a group (D55).
+        self.trunks = TrunkWatch()
 
     # ------------------------------------------------------------------ inputs
 
@@ -113,7 +117,20 @@ class Detector:
         removes it) and refreshes; RegistrationEvents show which nodes are alive
         and add rejects to the evidence.
         """
-        self._population.observe(item)
+        if is_trunk(item.aor):
+            self._observe_trunk(item)
+        else:
+            self._population.observe(item)
+
+    def _observe_trunk(self, item: BindingEvent | AorState | RegistrationEvent) -> None:
+        pop = self._population
+        if isinstance(item, AorState):
+            pop.max_ts = max(pop.max_ts, item.updated_ts)
+            self.trunks.observe_state(item)
+            return
+        pop.seen(item.node, item.ts)  # the node is alive, whatever it reports on
+        if isinstance(item, BindingEvent):
+            self.trunks.observe_binding_event(item)
 
     # ------------------------------------------------------------------ time
 
@@ -135,6 +152,8 @@ class Detector:
 
         for evaluator in self._evaluators:
             evaluator.evaluate(now, emit)
+        for t in self.trunks.tick(now):
+            changes.append(AlertChange(t.change, trunk_alert(t, now)))
         return changes
 
     def _down(self, inc: Incident) -> int:
@@ -155,6 +174,8 @@ class Detector:
             for evaluator in self._evaluators
             for inc in evaluator.incidents.values()
         ]
+        for aor, since, reason in self.trunks.open():
+            out.append(trunk_alert(TrunkChange("updated", aor, since, reason), now))
         return sorted(out, key=lambda a: a.key)
 
     def group_stats(self) -> Iterator[GroupStats]:
@@ -172,6 +193,9 @@ class Detector:
         """
         for a in alerts:
             if a.status != "firing" or a.kind == "reregistration_storm":
+                continue
+            if a.kind == "trunk_down":
+                self.trunks.restore(a.group, a.started_at)
                 continue
             g: Group = (a.group_type, a.group)
             population = round(a.count / a.ratio) if a.ratio > 0 else a.count

@@ -114,6 +114,10 @@ class Population:
         else:
             self._observe_registration(item)
 
+    def seen(self, node: str, ts: int) -> None:
+        """``node`` sent something at ``ts`` (liveness for node_down; the latest event time)."""
+        self._seen(node, ts)
+
     def _seen(self, node: str, ts: int) -> None:
         if ts > self.max_ts:
             self.max_ts = ts

@@ -9,18 +9,21 @@ from typing import Final
 from processors.alerting.config import ChangeKind, Group
 from processors.alerting.evaluation import Incident
 from processors.alerting.population import Population
-from schemas.alerts import GROUP_TYPES, Alert, AlertKind, GroupType
+from processors.trunks import TrunkChange
+from schemas.alerts import GROUP_TYPES, Alert, AlertKind, GroupType, alert_key
 
 _GROUP_NOUN: Final[Mapping[GroupType, str]] = {
     "node": "front-end node",
     "net": "network",
     "ua": "user agent",
     "domain": "domain",
+    "trunk": "trunk",
 }
 _ALERTNAME: Final[Mapping[AlertKind, str]] = {
     "mass_drop": "RegstateMassDeregistration",
     "node_down": "RegstateNodeDown",
     "reregistration_storm": "RegstateReregistrationStorm",
+    "trunk_down": "RegstateTrunkDown",
 }
 
 
@@ -138,3 +141,36 @@ def _rejects(g: Group, since: int, pop: Population) -> str:
     top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
     total = sum(reasons.values())
     return f"{total} rejects in the window (" + ", ".join(f"{r} {c}" for r, c in top) + ")"
+
+
+def trunk_alert(t: TrunkChange, now: int) -> Alert:
+    """The record of one trunk outage (D55): its group is the trunk's AOR."""
+    resolved = t.change == "resolved"
+    why = {
+        "auth_failing": "the carrier refuses its credentials",
+        "unreachable": "the carrier's answers do not come back",
+        "expired": "its registration expired",
+    }.get(t.reason, t.reason)
+    summary = f"trunk {t.aor} down since {_iso(t.started_at)}: {why}"
+    return Alert(
+        key=alert_key("trunk_down", "trunk", t.aor, t.started_at),
+        kind="trunk_down",
+        group_type="trunk",
+        group=t.aor,
+        status="resolved" if resolved else "firing",
+        started_at=t.started_at,
+        resolved_at=now if resolved else None,
+        count=1,
+        active=0 if not resolved else 1,
+        ratio=1.0,
+        summary=f"resolved: {summary}" if resolved else summary,
+        labels={
+            "alertname": _ALERTNAME["trunk_down"],
+            "kind": "trunk_down",
+            "group_type": "trunk",
+            "group": t.aor,
+            "severity": "page",
+        },
+        updated_at=now,
+        still_down=0 if resolved else 1,
+    )

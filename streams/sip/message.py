@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Final, NamedTuple
 
 MAX_MESSAGE_BYTES: Final = 8 * 1024
 """Largest request accepted, UDP or TCP. A REGISTER with ten Contacts, a Path and
@@ -567,23 +567,17 @@ def _head_end(data: bytes) -> tuple[int, int]:
     return lf, lf + 2
 
 
-def parse_request(
-    data: bytes,
-    *,
-    max_bytes: int = MAX_MESSAGE_BYTES,
-    max_header_lines: int = MAX_HEADER_LINES,
-    stream: bool = False,
-) -> SipRequest:
-    """Parse one SIP request; raise :class:`SipParseError` (a ValueError) on anything else.
+def _split(
+    data: bytes, max_bytes: int, max_header_lines: int
+) -> tuple[bytes, str, list[tuple[str, str]], list[tuple[str, str]], int]:
+    """(data without leading CRLFs, start line, headers, raw header lines, body start).
 
-    ``stream``: the message came over TCP/TLS, so Content-Length is mandatory
-    (RFC 3261 section 18.3) and must match the body exactly. Over UDP a missing
-    Content-Length means the body runs to the end of the datagram, and bytes
-    beyond Content-Length are ignored.
+    The part of parsing that requests and responses share: size and line caps,
+    UTF-8, control characters, folding, header names.
     """
     if len(data) > max_bytes:
         raise MessageTooLarge(f"message of {len(data)} bytes is above the {max_bytes} byte limit")
-    # Leading CRLFs are allowed before a request (RFC 3261 section 7.5).
+    # Leading CRLFs are allowed before a message (RFC 3261 section 7.5).
     data = data.lstrip(b"\r\n")
     if not data:
         raise NotARequest("keep-alive or empty message")
@@ -601,23 +595,6 @@ def parse_request(
             if _CTL.search(line.removesuffix("\r")):
                 raise SipParseError(f"control character in line {idx + 1}")
     lines = [line.removesuffix("\r") for line in lines]
-    start_line = lines[0]
-    if start_line.startswith("SIP/"):
-        raise NotARequest("a response, not a request")
-    parts = start_line.split(" ")
-    if len(parts) != 3:
-        raise SipParseError(f"request line {start_line[:80]!r} is not 'METHOD URI SIP/2.0'")
-    method, uri, version = parts
-    if not _TOKEN_FULL.match(method):
-        raise SipParseError(f"method {method[:30]!r} is not a token")
-    if version.upper() != "SIP/2.0":
-        raise SipParseError(f"version {version[:30]!r} is not SIP/2.0")
-    check_uri(uri, "Request-URI")
-    m = _SIP_URI_RE.match(uri)
-    if m is not None and m.group("headers") is not None:
-        # RFC 3261 section 19.1.5: headers are not allowed in a Request-URI.
-        raise SipParseError("URI headers ('?') are not allowed here", "Request-URI")
-
     headers: list[tuple[str, str]] = []
     raw_lines: list[tuple[str, str]] = []
     for line in lines[1:]:
@@ -637,8 +614,143 @@ def parse_request(
         name = _long_name(raw_name)
         headers.append((name, line[colon + 1 :].strip(_WS)))
         raw_lines.append((name, line))
+    return data, lines[0], headers, raw_lines, body_start
 
+
+def parse_request(
+    data: bytes,
+    *,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    max_header_lines: int = MAX_HEADER_LINES,
+    stream: bool = False,
+) -> SipRequest:
+    """Parse one SIP request; raise :class:`SipParseError` (a ValueError) on anything else.
+
+    ``stream``: the message came over TCP/TLS, so Content-Length is mandatory
+    (RFC 3261 section 18.3) and must match the body exactly. Over UDP a missing
+    Content-Length means the body runs to the end of the datagram, and bytes
+    beyond Content-Length are ignored.
+    """
+    data, start_line, headers, raw_lines, body_start = _split(data, max_bytes, max_header_lines)
+    if start_line.startswith("SIP/"):
+        raise NotARequest("a response, not a request")
+    parts = start_line.split(" ")
+    if len(parts) != 3:
+        raise SipParseError(f"request line {start_line[:80]!r} is not 'METHOD URI SIP/2.0'")
+    method, uri, version = parts
+    if not _TOKEN_FULL.match(method):
+        raise SipParseError(f"method {method[:30]!r} is not a token")
+    if version.upper() != "SIP/2.0":
+        raise SipParseError(f"version {version[:30]!r} is not SIP/2.0")
+    check_uri(uri, "Request-URI")
+    m = _SIP_URI_RE.match(uri)
+    if m is not None and m.group("headers") is not None:
+        # RFC 3261 section 19.1.5: headers are not allowed in a Request-URI.
+        raise SipParseError("URI headers ('?') are not allowed here", "Request-URI")
     return _build(method, uri, headers, raw_lines, start_line, data, body_start, stream)
+
+
+class NotAResponse(SipParseError):
+    """The message is a request (or empty), not a response."""
+
+
+@dataclass(frozen=True, slots=True)
+class SipResponse:
+    """A parsed response, with the headers a registrar's answer is read for.
+
+    Contacts are parsed as in a request (a registrar's 200 lists every binding
+    with its granted ``expires``); header values are as sent, in order.
+    """
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]
+    """(lower-case long header name, value) pairs; compact names expanded."""
+    vias: tuple[Via, ...]
+    from_: NameAddr
+    to: NameAddr
+    call_id: str
+    cseq: int
+    method: str
+    """The method of the CSeq header: the request this answers."""
+    contacts: tuple[Contact, ...] = ()
+    expires: int | None = None
+    body: bytes = b""
+    start_line: str = ""
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header (long name, any case); None if absent."""
+        name = name.lower()
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of a header, in order (each header line once, lists not split)."""
+        name = name.lower()
+        return [v for n, v in self.headers if n == name]
+
+    @property
+    def top_via(self) -> Via:
+        """The Via of the client that sent the request (the branch names the transaction)."""
+        return self.vias[0]
+
+
+def _status_line(line: str) -> tuple[int, str]:
+    if not line.startswith("SIP/"):
+        raise NotAResponse("a request, not a response")
+    parts = line.split(" ", 2)
+    parts += [""] * (3 - len(parts))
+    version, status_text, reason = parts
+    if version.upper() != "SIP/2.0":
+        raise SipParseError(f"version {version[:30]!r} is not SIP/2.0")
+    if len(status_text) != 3 or not status_text.isdigit() or status_text[0] not in "123456":
+        raise SipParseError(f"status {status_text[:30]!r} is not a 3-digit code 100-699")
+    return int(status_text), reason
+
+
+def response_status(data: bytes) -> int:
+    """The status code of a response's status line only (raises SipParseError otherwise).
+
+    For a response whose headers may not parse: a 400 echoes the request's
+    headers as received (RFC 3261 section 8.2.6), malformed ones included.
+    """
+    first = data.lstrip(b"\r\n").split(b"\n", 1)[0].removesuffix(b"\r")
+    return _status_line(first.decode("utf-8", "replace"))[0]
+
+
+def parse_response(
+    data: bytes,
+    *,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    max_header_lines: int = MAX_HEADER_LINES,
+    stream: bool = False,
+) -> SipResponse:
+    """Parse one SIP response; raise :class:`SipParseError` (a ValueError) on anything else.
+
+    The same caps and header rules as :func:`parse_request`; Via, From, To,
+    Call-ID and CSeq are required (RFC 3261 section 8.2.6.2 copies them from the
+    request).
+    """
+    data, start_line, headers, _raw, body_start = _split(data, max_bytes, max_header_lines)
+    status, reason = _status_line(start_line)
+    common = _common(headers)
+    return SipResponse(
+        status=status,
+        reason=reason,
+        headers=tuple(headers),
+        vias=common.vias,
+        from_=common.from_,
+        to=common.to,
+        call_id=common.call_id,
+        cseq=common.cseq,
+        method=common.method,
+        contacts=common.contacts,
+        expires=common.expires,
+        body=_body(headers, data, body_start, stream),
+        start_line=start_line,
+    )
 
 
 def _one(headers: Sequence[tuple[str, str]], name: str) -> str | None:
@@ -663,16 +775,22 @@ def _list(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
     return out
 
 
-def _build(
-    method: str,
-    uri: str,
-    headers: list[tuple[str, str]],
-    raw_lines: list[tuple[str, str]],
-    start_line: str,
-    data: bytes,
-    body_start: int,
-    stream: bool,
-) -> SipRequest:
+class _Common(NamedTuple):
+    vias: tuple[Via, ...]
+    from_: NameAddr
+    to: NameAddr
+    call_id: str
+    cseq: int
+    method: str
+    contacts: tuple[Contact, ...]
+    wildcard: bool
+    expires: int | None
+
+
+def _common(headers: list[tuple[str, str]], method: str | None = None) -> _Common:
+    """The headers every request and response carries, and Contact/Expires.
+
+    ``method``: a request's method, which its CSeq must repeat."""
     seen: set[str] = set()
     for name, _ in headers:
         if name in _SINGLE:
@@ -690,9 +808,8 @@ def _build(
     cseq_text = _required(headers, "cseq")
     number, _, cseq_method = cseq_text.partition(" ")
     cseq = _num(number, "number", "CSeq", MAX_CSEQ)
-    if cseq_method.strip(_WS) != method:
+    if method is not None and cseq_method.strip(_WS) != method:
         raise SipParseError(f"method {cseq_method.strip(_WS)[:30]!r} is not {method}", "CSeq")
-
     contacts: list[Contact] = []
     wildcard = False
     for item in _list(headers, "contact"):
@@ -708,38 +825,56 @@ def _build(
         if expires_text is None
         else min(_num(expires_text, "value", "Expires"), MAX_DELTA_SECONDS)
     )
-    path = tuple(parse_name_addr(p, "Path") for p in _list(headers, "path"))
-    supported = tuple(_tokens(_list(headers, "supported"), "Supported"))
-    require = tuple(_tokens(_list(headers, "require"), "Require"))
-    mf_text = _one(headers, "max-forwards")
-    max_forwards = None if mf_text is None else _num(mf_text, "value", "Max-Forwards", 255)
+    return _Common(
+        vias, from_, to, call_id, cseq, cseq_method.strip(_WS), tuple(contacts), wildcard, expires
+    )
 
+
+def _body(headers: list[tuple[str, str]], data: bytes, body_start: int, stream: bool) -> bytes:
     cl_text = _one(headers, "content-length")
     rest = data[body_start:]
     if cl_text is None:
         if stream:
             raise MissingHeader("missing (mandatory over TCP)", "Content-Length")
-        body = rest
-    else:
-        length = _num(cl_text, "value", "Content-Length")
-        if length > len(rest):
-            raise SipParseError(f"{length} but only {len(rest)} body bytes", "Content-Length")
-        if stream and length != len(rest):
-            raise SipParseError(f"{length} but {len(rest)} body bytes", "Content-Length")
-        body = rest[:length]
+        return rest
+    length = _num(cl_text, "value", "Content-Length")
+    if length > len(rest):
+        raise SipParseError(f"{length} but only {len(rest)} body bytes", "Content-Length")
+    if stream and length != len(rest):
+        raise SipParseError(f"{length} but {len(rest)} body bytes", "Content-Length")
+    return rest[:length]
+
+
+def _build(
+    method: str,
+    uri: str,
+    headers: list[tuple[str, str]],
+    raw_lines: list[tuple[str, str]],
+    start_line: str,
+    data: bytes,
+    body_start: int,
+    stream: bool,
+) -> SipRequest:
+    common = _common(headers, method)
+    path = tuple(parse_name_addr(p, "Path") for p in _list(headers, "path"))
+    supported = tuple(_tokens(_list(headers, "supported"), "Supported"))
+    require = tuple(_tokens(_list(headers, "require"), "Require"))
+    mf_text = _one(headers, "max-forwards")
+    max_forwards = None if mf_text is None else _num(mf_text, "value", "Max-Forwards", 255)
+    body = _body(headers, data, body_start, stream)
     return SipRequest(
         method=method,
         uri=uri,
         headers=tuple(headers),
         body=body,
-        vias=vias,
-        from_=from_,
-        to=to,
-        call_id=call_id,
-        cseq=cseq,
-        contacts=tuple(contacts),
-        wildcard=wildcard,
-        expires=expires,
+        vias=common.vias,
+        from_=common.from_,
+        to=common.to,
+        call_id=common.call_id,
+        cseq=common.cseq,
+        contacts=common.contacts,
+        wildcard=common.wildcard,
+        expires=common.expires,
         path=path,
         supported=supported,
         require=require,

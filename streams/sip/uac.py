@@ -10,6 +10,7 @@ import itertools
 import uuid
 from dataclasses import dataclass, field
 
+from streams.sip import message
 from streams.sip.digest import auth_params, compute_ha1, compute_response
 
 _branches = itertools.count(1)
@@ -17,7 +18,7 @@ _branches = itertools.count(1)
 
 @dataclass
 class Response:
-    """A response as received: status, reason, headers (lower-case names, in order), bytes."""
+    """A response as received: status, reason, headers (lower-case long names, in order), bytes."""
 
     status: int
     reason: str
@@ -35,19 +36,10 @@ class Response:
 
 
 def parse_response(data: bytes) -> Response:
-    """Status line and headers of a response (raises ValueError on anything else)."""
-    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    lines = head.split("\r\n")
-    parts = lines[0].split(" ", 2)
-    parts += [""] * (3 - len(parts))
-    version, status, reason = parts
-    if version != "SIP/2.0" or not status.isdigit():
-        raise ValueError(f"not a SIP response: {lines[0][:60]!r}")
-    headers = []
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers.append((name.strip().lower(), value.strip()))
-    return Response(int(status), reason, headers, data)
+    """Status line and headers of a response (raises SipParseError, a ValueError, on
+    anything else); the project's one SIP parser (:func:`streams.sip.message.parse_response`)."""
+    parsed = message.parse_response(data)
+    return Response(parsed.status, parsed.reason, list(parsed.headers), data)
 
 
 @dataclass

@@ -21,6 +21,9 @@ def test_extension_of() -> None:
     assert extension_of("tel:+15551234") == "+15551234"
     assert extension_of("sip:pbx.example.com") == ""
     assert is_aor("sip:1001@x") and not is_aor("1001")
+    # A trunk (D50) is no extension; `regstate where` takes it as an AOR.
+    assert extension_of("trunk:sip:dialer1@carrier.example") == ""
+    assert is_aor("trunk:sip:dialer1@carrier.example")
 
 
 def test_phones_csv_full_export_and_override_rows() -> None:

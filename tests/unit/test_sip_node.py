@@ -16,6 +16,7 @@ from streams.frontend.registrar import ExpiryPolicy, Registrar
 from streams.frontend.tables import SourceLimiter
 from streams.frontend.users import hashes_for
 from streams.sip.digest import DigestAuthenticator, NonceIssuer
+from streams.sip.message import response_status
 from tests.helpers import wait_until_async
 from tests.sip_client import EXPIRES_RE, Phone, Response, UdpClient, options, parse_response
 
@@ -410,7 +411,8 @@ async def test_node_survives_mutated_torture_messages(log: FakeLog, clock: Clock
         await n.handle(bytes(data), Source("127.0.0.1", 5060, "udp"), sent.append, stream=False)
     assert n.stats.received == 3000
     assert 500 not in n.stats.answered, n.stats
-    assert sent and all(parse_response(r).status in (200, 400, 401, 405, 420, 423) for r in sent)
+    # A 400 echoes the mutated headers as received, so only its status line is read.
+    assert sent and all(response_status(r) in (200, 400, 401, 405, 420, 423) for r in sent)
 
 
 async def test_path_is_logged_and_echoed_to_a_ua_that_supports_it(

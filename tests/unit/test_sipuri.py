@@ -258,3 +258,17 @@ def test_flow_key_depends_on_reg_id_and_instance() -> None:
     b = '"<urn:uuid:00000000-0000-1000-8000-000a95a0e129>"'
     assert flow_key(a, 1) != flow_key(a, 2)
     assert flow_key(a, 1) != flow_key(b, 1)
+
+
+def test_trunk_aors_are_a_namespace_of_their_own() -> None:
+    """D50: ``trunk:`` + a canonical SIP AOR; never a trunk of a trunk or of a non-SIP URI."""
+    from processors.sipuri import is_trunk, trunk_aor
+
+    aor = canonical_aor("TRUNK:<sip:Acct@Carrier.example;transport=udp>")
+    assert aor == "trunk:sip:Acct@carrier.example" and is_trunk(aor)
+    assert canonical_aor(aor) == aor and trunk_aor(aor) == aor
+    assert trunk_aor("sip:a@b") == "trunk:sip:a@b" and not is_trunk("sip:a@b")
+    assert aor != canonical_aor("sip:Acct@carrier.example")
+    for bad in ("trunk:", "trunk:trunk:sip:a@b", "trunk:mailto:a@b"):
+        with pytest.raises(AorError):
+            canonical_aor(bad)
