@@ -241,3 +241,35 @@ async def test_readyz_and_metrics_before_and_after_catch_up(tmp_path: Path) -> N
     assert "regstate_dialer_records_applied_total 7" in text
     assert 'regstate_dialer_resumed_from_offset{partition="1"} 4' in text
     assert "regstate_dialer_ready 1" in text
+
+
+@pytest.mark.parametrize(
+    "contact",
+    [
+        {"expires_at": 2**63 - 1},
+        {"registered_at": 2**63},
+        {"source": {"ip": "192.0.2.1", "port": 2**63, "transport": "udp"}},
+        {"source": {"ip": "192.0.2.1", "port": -1, "transport": "udp"}},
+        {"user_agent": 5},
+    ],
+)
+def test_numbers_sqlite_cannot_hold_are_refused_before_the_batch(
+    contact: dict[str, object], store: SqliteBindingStore
+) -> None:
+    """A ts or port past int64 raised OverflowError inside the transaction: a crash loop
+    on the same record. Now the record is refused at decode (ValueError/TypeError,
+    counted and skipped by the view) and the batch commits (D82)."""
+    import orjson
+
+    from streams.dialer.store import record_from_json
+
+    good = {"key": "k", "uri": "sip:k@1", "node": "fe1", "expires_at": T0 + 1}
+    good |= {"registered_at": T0, "refreshed_at": T0}
+    value = orjson.dumps({"aor": "sip:1@a", "contacts": [good | contact]})
+    with pytest.raises((ValueError, TypeError)):
+        record_from_json("sip:1@a", value, T0)
+    store.apply_batch(
+        [record_from_json("sip:1@a", orjson.dumps({"aor": "sip:1@a", "contacts": [good]}), T0)],
+        {("t", 0): 1},
+    )
+    assert len(store.lookup_aor("sip:1@a", T0)) == 1
