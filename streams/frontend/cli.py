@@ -276,6 +276,7 @@ def prepare(settings: Settings, process_index: int | None = None) -> Prepared:
             settings.sip_default_expires, settings.sip_min_expires, settings.sip_max_expires
         ),
         frozenset(d.strip().lower() for d in settings.sip_domains.split(",") if d.strip()),
+        settings.fold_policy(),
     )
     event_log = KafkaEventLog(settings)
     node = FrontendNode(

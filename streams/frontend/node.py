@@ -332,6 +332,20 @@ class FrontendNode:
             self._log_nowait(decision, request, source, now)
             response = self._respond(request, source, decision.status, decision.headers)
             return response, decision.status, decision.aor
+        policy = self.registrar.fold_policy
+        if (
+            policy.max_contacts_policy == "reject"
+            and decision.aor is not None
+            and self.bindings.active_after(
+                decision.aor, decision.granted, wildcard=request.wildcard, now_ms=now
+            )
+            > policy.max_contacts
+        ):
+            # The fold would refuse it against the bindings this node granted (R9, D84):
+            # a 200 here would leave a phone that believes it is registered in no table.
+            refused = Decision(403, (), "reject", "too_many_contacts", decision.aor)
+            self._log_nowait(refused, request, source, now)
+            return self._respond(request, source, 403), 403, decision.aor
         # register: 200 only once the event is durable.
         if not self.event_log.ready:
             return self._unavailable(request, source)

@@ -12,7 +12,9 @@ event. What it guarantees:
   Contact); otherwise 400.
 * A decision whose kind is ``reject`` names a short machine reason:
   ``auth_failed``, ``forbidden``, ``interval_too_brief``, ``bad_wildcard``,
-  ``bad_extension``. A plain challenge (no credentials, or a stale nonce) is
+  ``bad_extension``, ``too_many_contacts`` (403: more Contacts than the fold's
+  cap, or than this node's own bindings leave room for under the ``reject`` policy).
+  A plain challenge (no credentials, or a stale nonce) is
   not a final outcome for the phone and logs nothing.
 """
 
@@ -21,12 +23,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from processors.fold import bindings_requested
+from processors.policy import DEFAULT_POLICY, FoldPolicy
 from processors.sipuri import AorError, canonical_aor
 from schemas import ContactEntry, RegistrationEvent, Source, event_id
 from streams.sip.digest import AuthOutcome, DigestAuthenticator
 from streams.sip.message import SipRequest
 from streams.sip.response import ALLOW
 
+MAX_REQUEST_CONTACTS: Final = 64
+"""Contacts one REGISTER may carry at all (a hard cap above any sane ``max_contacts``)."""
 SUPPORTED: Final = ("path",)
 """Option tags this registrar implements (RFC 3327 Path); a Require of any other is 420."""
 
@@ -81,12 +87,18 @@ class Registrar:
         auth: DigestAuthenticator,
         policy: ExpiryPolicy,
         domains: frozenset[str] = frozenset(),
+        fold_policy: FoldPolicy = DEFAULT_POLICY,
     ) -> None:
-        """``domains``: lower-case hosts whose AORs are accepted; empty accepts any."""
+        """``domains``: lower-case hosts whose AORs are accepted; empty accepts any.
+
+        ``fold_policy``: the engine's (the same Settings), so the contact cap this
+        registrar answers with is the one the fold applies (R9, D84).
+        """
         policy.validate()
         self.auth = auth
         self.policy = policy
         self.domains = domains
+        self.fold_policy = fold_policy
 
     def decide(self, request: SipRequest) -> Decision:
         """The outcome of one request that is not a retransmission."""
@@ -132,6 +144,10 @@ class Registrar:
             if request.expires != 0:
                 return Decision(400, (), "reject", "bad_wildcard", aor)
             return Decision(200, kind="register", aor=aor)
+        if len(request.contacts) > MAX_REQUEST_CONTACTS:
+            # A hard per-request cap, whatever the policy: the fold would refuse it,
+            # and granting costs work per Contact.
+            return Decision(403, (), "reject", "too_many_contacts", aor)
         granted: list[ContactEntry] = []
         for contact in request.contacts:
             asked = contact.expires if contact.expires is not None else request.expires
@@ -154,6 +170,9 @@ class Registrar:
                     reg_id=contact.reg_id,
                 )
             )
+        if bindings_requested(tuple(granted)) > self.fold_policy.max_contacts:
+            # The fold refuses such a request against any state (R9): answer it so.
+            return Decision(403, (), "reject", "too_many_contacts", aor)
         return Decision(200, kind="register", aor=aor, granted=tuple(granted))
 
     def _challenge(self, stale: bool) -> tuple[tuple[str, str], ...]:

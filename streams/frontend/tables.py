@@ -234,6 +234,23 @@ class LocalBindings:
             if b.expires_at > now_ms
         ]
 
+    def active_after(
+        self, aor: str, contacts: Iterable[ContactEntry], *, wildcard: bool, now_ms: int
+    ) -> int:
+        """How many of the AOR's bindings on this node would be active after applying
+        ``contacts`` at ``now_ms`` (the fold's R9 count, as far as this node knows)."""
+        keys = (
+            set()
+            if wildcard
+            else {k for k, b in self._by_aor.get(aor, {}).items() if b.expires_at > now_ms}
+        )
+        for contact in contacts:
+            if contact.expires == 0:
+                keys.discard(binding_key(contact))
+            else:
+                keys.add(binding_key(contact))
+        return len(keys)
+
     def next_due(self) -> int | None:
         """The earliest expiry in the heap (possibly of a binding since refreshed)."""
         return self._heap[0][0] if self._heap else None

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from schemas import RegistrationEvent, decode_event, encode_event
+from schemas import ContactEntry, RegistrationEvent, decode_event, encode_event
 from streams.frontend.node import FrontendNode, SeqCounter
 from streams.frontend.registrar import ExpiryPolicy, Registrar
 from streams.frontend.tables import SourceLimiter
@@ -524,3 +524,37 @@ async def test_a_plain_tcp_binding_outlives_its_connection(
     await wait_until_async(lambda: node.stats.tcp_closed == 1, 5, 0.01, "the close seen")
     assert [e.kind for e in log.events] == ["register"]
     assert len(node.bindings) == 1
+
+
+async def test_more_contacts_than_the_fold_allows_get_403_and_no_binding(
+    client: UdpClient, log: FakeLog, node: FrontendNode
+) -> None:
+    """Issue 14 defect 1: 11 Contacts (cap 10) got 200 and 11 local bindings while the
+    fold refused the request. Now the registrar answers what the fold decides (D84)."""
+    from processors.fold import fold_event
+    from processors.outcomes import Outcome
+    from processors.policy import FoldPolicy
+
+    p = phone(client)
+    contacts = [f"<sip:1001@127.0.0.{i}:{client.port}>" for i in range(1, 12)]
+    r = await client.request(
+        p.register(contacts=contacts, authorization=await authorized(client, p))
+    )
+    assert r.status == 403
+    assert log.kinds() == [("reject", "too_many_contacts")]
+    assert len(node.bindings) == 0
+    # The fold, given the REGISTER the node would have logged, refuses it too.
+    folded = fold_event(None, log.events[0]._replace(kind="register", contacts=tuple(
+        ContactEntry(c.strip("<>"), 3600) for c in contacts
+    ), status=None, reason=None), FoldPolicy())  # fmt: skip
+    assert folded.outcome == Outcome.TOO_MANY_CONTACTS
+    # Ten fit; an eleventh from a later REGISTER does not (reject policy: this node's own).
+    r = await client.request(
+        p.register(contacts=contacts[:10], authorization=await authorized(client, p))
+    )
+    assert r.status == 200 and len(node.bindings) == 10
+    r = await client.request(
+        p.register(contacts=contacts[10:], authorization=await authorized(client, p))
+    )
+    assert r.status == 403 and len(node.bindings) == 10
+    assert log.kinds()[-1] == ("reject", "too_many_contacts")
