@@ -31,6 +31,8 @@ from streams.sip.digest import AuthOutcome, DigestAuthenticator
 from streams.sip.message import SipRequest
 from streams.sip.response import ALLOW
 
+MAX_AOR_CHARS: Final = 256
+"""Longest canonical AOR accepted (parameters are dropped, so real AORs are short)."""
 MAX_REQUEST_CONTACTS: Final = 64
 """Contacts one REGISTER may carry at all (a hard cap above any sane ``max_contacts``)."""
 SUPPORTED: Final = ("path",)
@@ -117,7 +119,8 @@ class Registrar:
             aor = canonical_aor(request.to.uri)
         except AorError:
             return Decision(400, reason="invalid_aor")
-        if aor.startswith("tel:"):
+        if aor.startswith("tel:") or len(aor) > MAX_AOR_CHARS:
+            # Within the codec's limit (1,024), with room: the event must decode (D86).
             return Decision(400, reason="invalid_aor")
         if self.domains and aor_host(aor) not in self.domains:
             # RFC 3261 section 10.3 step 3: an AOR outside our domains is not found.
