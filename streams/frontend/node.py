@@ -42,6 +42,7 @@ from streams.frontend.tables import (
     Answered,
     LocalBinding,
     LocalBindings,
+    RejectBudget,
     SourceLimiter,
     TransactionCache,
     TransactionKey,
@@ -124,6 +125,8 @@ class FrontendNode:
         retry_after_s: int = RETRY_AFTER_S,
         max_bytes: int = MAX_MESSAGE_BYTES,
         source_key: Callable[[str, int], str] | None = None,
+        trusted_proxy: Callable[[str], bool] | None = None,
+        reject_budget: RejectBudget | None = None,
     ) -> None:
         self.node_id = node_id
         self.registrar = registrar
@@ -136,6 +139,10 @@ class FrontendNode:
         self.max_bytes = max_bytes
         # Limits are per source IP; tests on loopback key them by IP and port instead.
         self.source_key = source_key or (lambda ip, _port: ip)
+        # Proxies and load balancers whose relayed requests are limited per original
+        # source (the bottom Via), not per proxy address (D85).
+        self.trusted_proxy = trusted_proxy or (lambda _ip: False)
+        self.reject_budget = reject_budget or RejectBudget(5, 60_000)
         self.transactions = TransactionCache()
         self.bindings = LocalBindings()
         self.stats = NodeStats()
@@ -203,7 +210,9 @@ class FrontendNode:
 
     def datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         """A UDP datagram arrived (called by the protocol)."""
-        if not self.limiter.allow(self.source_key(addr[0], addr[1]), self.now_ms()):
+        if not self.trusted_proxy(addr[0]) and not self.limiter.allow(
+            self.source_key(addr[0], addr[1]), self.now_ms()
+        ):
             return
         udp = self._udp
 
@@ -239,7 +248,9 @@ class FrontendNode:
                     del buffer[:n]
                     if message.strip(b"\r\n") == b"":
                         continue  # RFC 5626 keep-alive
-                    if self.limiter.allow(self.source_key(source.ip, source.port), self.now_ms()):
+                    if self.trusted_proxy(source.ip) or self.limiter.allow(
+                        self.source_key(source.ip, source.port), self.now_ms()
+                    ):
                         # In order per connection: a phone's REGISTERs stay ordered.
                         await self.handle(message, source, send, stream=True, flow=flow)
                 await writer.drain()
@@ -281,6 +292,13 @@ class FrontendNode:
         if request.method == "ACK":
             return
         now = self.now_ms()
+        limit_key = self._limit_key(request, source)
+        if limit_key != self.source_key(source.ip, source.port) and not self.limiter.allow(
+            limit_key, now
+        ):
+            return  # relayed by a trusted proxy: limited per original source
+        if self.limiter.banned(limit_key, _to_user(request), now):
+            return  # D85: this source failed this user's credentials too often
         key: TransactionKey = (
             request.call_id,
             request.cseq,
@@ -301,7 +319,9 @@ class FrontendNode:
         self.transactions.begin(key, now)
         started = time.perf_counter()
         try:
-            response, status, aor = await self._decide_and_log(request, source, now, flow)
+            response, status, aor = await self._decide_and_log(
+                request, source, now, flow, limit_key
+            )
         except Exception:
             log.exception("request failed")
             response, status, aor = self._respond(request, source, 500), 500, None
@@ -311,20 +331,38 @@ class FrontendNode:
         if status == 200 and request.method == "REGISTER":
             self.stats.on_register(time.perf_counter() - started)
 
+    def _limit_key(self, request: SipRequest, source: Source) -> str:
+        """The source rate limits and bans count: the packet's, or for a request relayed
+        by a trusted proxy the original client's (its bottom Via: ``received``, else the
+        sent-by host)."""
+        if not self.trusted_proxy(source.ip) or len(request.vias) < 2:
+            return self.source_key(source.ip, source.port)
+        origin = request.vias[-1]
+        received = next((v for n, v in origin.params if n == "received" and v), None)
+        return self.source_key(received or origin.host, origin.port or 5060)
+
     async def _decide_and_log(
-        self, request: SipRequest, source: Source, now: int, flow: int | None = None
+        self,
+        request: SipRequest,
+        source: Source,
+        now: int,
+        flow: int | None = None,
+        limit_key: str | None = None,
     ) -> tuple[bytes, int, str | None]:
         decision = self.registrar.decide(request)
-        limit_key = self.source_key(source.ip, source.port)
-        if decision.auth_failed and self.limiter.auth_failed(limit_key, now):
-            log.warning("banning %s after repeated authentication failures", source.ip)
+        if limit_key is None:
+            limit_key = self.source_key(source.ip, source.port)
+        user = _to_user(request)
+        if decision.auth_failed and self.limiter.auth_failed(limit_key, user, now):
+            log.warning("banning %s for user %s after repeated auth failures", limit_key, user)
         if decision.kind is None:
             # A challenge keeps its AOR: a phone that never sees the 401 resends the
-            # unauthenticated REGISTER, and those resends are the evidence (D13).
+            # unauthenticated REGISTER, and those resends are the evidence (D13). Not
+            # for a user the table does not know: anyone can send those (D87).
             return (
                 self._respond(request, source, decision.status, decision.headers),
                 decision.status,
-                decision.aor,
+                None if decision.unknown_user else decision.aor,
             )
         if decision.kind == "reject":
             reason = decision.reason or "unknown"
@@ -402,6 +440,10 @@ class FrontendNode:
         now: int,
         reason: str | None = None,
     ) -> None:
+        if decision.aor is not None and not self.reject_budget.take(
+            decision.aor, self.source_key(source.ip, source.port), now
+        ):
+            return  # answered, counted, not logged: a flood writes no log (D87)
         if not self.event_log.ready:
             self.stats.event_failures += 1
             return
@@ -472,6 +514,13 @@ class FrontendNode:
             reason=reason,
         )
         self.event_log.append(event).add_done_callback(self._count_event)
+
+
+def _to_user(request: SipRequest) -> str:
+    """The user part of the To URI as sent (the ban key's user; no canonicalization)."""
+    uri = request.to.uri
+    rest = uri.split(":", 1)[-1]
+    return rest.split("@", 1)[0][:64] if "@" in rest else ""
 
 
 def _consume(future: asyncio.Future[None]) -> None:

@@ -67,7 +67,9 @@ class Decision:
     aor: str | None = None
     granted: tuple[ContactEntry, ...] = ()
     auth_failed: bool = False
-    """Credentials were presented and were wrong (feeds the per-source ban)."""
+    """Credentials carrying a valid nonce of ours were wrong (feeds the ban, D85)."""
+    unknown_user: bool = False
+    """The AOR's user is not in the user table: nothing about it is logged (D87)."""
 
 
 def aor_user(aor: str) -> str | None:
@@ -133,12 +135,21 @@ class Registrar:
             )
 
         result = self.auth.verify("REGISTER", request.uri, request.header_values("authorization"))
+        # The AOR's user, not the claimed one: a user the table does not know is an
+        # AOR nobody can register, and anyone can send those (D87).
+        unknown = aor_user(aor) not in self.auth.users
         if result.outcome is AuthOutcome.ABSENT or result.outcome is AuthOutcome.STALE:
             stale = result.outcome is AuthOutcome.STALE
-            return Decision(401, self._challenge(stale), aor=aor)
+            return Decision(401, self._challenge(stale), aor=aor, unknown_user=unknown)
         if result.outcome is AuthOutcome.FAILED:
             return Decision(
-                401, self._challenge(False), "reject", "auth_failed", aor, auth_failed=True
+                401,
+                self._challenge(False),
+                None if unknown else "reject",
+                None if unknown else "auth_failed",
+                aor,
+                auth_failed=result.nonce_ours,
+                unknown_user=unknown,
             )
         if result.username != aor_user(aor):
             return Decision(403, (), "reject", "forbidden", aor)
@@ -218,5 +229,16 @@ def build_event(
         path=tuple(p.render() for p in request.path),
         status=None if is_register else decision.status,
         reason=None if is_register else (reason or decision.reason),
-        raw=request.raw_without_credentials(),
+        raw=_raw_for(kind, request.raw_without_credentials()),
     )
+
+
+MAX_REJECT_RAW: Final = 1024
+"""Bytes of the request kept in a ``reject`` event (D87): the start line and the first
+headers say what was refused; a 7.6 KB copy per refused packet only fills the log."""
+
+
+def _raw_for(kind: str, raw: str) -> str:
+    if kind == "register" or len(raw) <= MAX_REJECT_RAW:
+        return raw
+    return raw.encode("utf-8")[:MAX_REJECT_RAW].decode("utf-8", errors="ignore")
