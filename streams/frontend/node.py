@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import re
@@ -465,6 +466,8 @@ class FrontendNode:
             due_at = self.bindings.next_due()
             now = self.now_ms()
             wait = 1.0 if due_at is None else max(0.0, min(1.0, (due_at - now) / 1000))
+            if not self.event_log.healthy:
+                wait = 1.0  # failed expires are due again at once: retry once a second
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), wait)
@@ -513,7 +516,15 @@ class FrontendNode:
             contact=binding.uri if kind == "expire" else binding.key,
             reason=reason,
         )
-        self.event_log.append(event).add_done_callback(self._count_event)
+        future = self.event_log.append(event)
+        future.add_done_callback(self._count_event)
+        if kind == "expire":
+            # A due binding whose expire event failed is kept and tried again (D88).
+            future.add_done_callback(functools.partial(self._expire_sent, binding))
+
+    def _expire_sent(self, binding: LocalBinding, future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self.bindings.restore(binding)
 
 
 def _to_user(request: SipRequest) -> str:

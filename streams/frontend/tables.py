@@ -297,6 +297,13 @@ class LocalBindings:
                 keys.add(binding_key(contact))
         return len(keys)
 
+    def restore(self, binding: LocalBinding) -> None:
+        """Put back a due binding whose expire event failed, unless it was set again since."""
+        table = self._by_aor.setdefault(binding.aor, {})
+        if binding.key not in table:
+            table[binding.key] = binding
+            heapq.heappush(self._heap, (binding.expires_at, binding.aor, binding.key))
+
     def next_due(self) -> int | None:
         """The earliest expiry in the heap (possibly of a binding since refreshed)."""
         return self._heap[0][0] if self._heap else None

@@ -31,6 +31,10 @@ class FakeLog:
         self.events: list[RegistrationEvent] = []
         self.held: list[asyncio.Future[None]] = []
 
+    @property
+    def healthy(self) -> bool:
+        return self.ready
+
     def append(self, event: RegistrationEvent) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.auto:
