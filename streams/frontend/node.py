@@ -100,6 +100,9 @@ class NodeStats:
     expired: int = 0
     flows_lost: int = 0
     tcp_closed: int = 0
+    tcp_refused: int = 0
+    tcp_timeouts: int = 0
+    pongs: int = 0
 
     rejects: dict[str, int] = field(default_factory=dict)
     """REGISTERs refused, by reason (the reject event's)."""
@@ -128,6 +131,9 @@ class FrontendNode:
         source_key: Callable[[str, int], str] | None = None,
         trusted_proxy: Callable[[str], bool] | None = None,
         reject_budget: RejectBudget | None = None,
+        tcp_max_connections: int = 2000,
+        tcp_max_per_address: int = 50,
+        tcp_message_timeout_s: float = 10.0,
     ) -> None:
         self.node_id = node_id
         self.registrar = registrar
@@ -144,6 +150,11 @@ class FrontendNode:
         # source (the bottom Via), not per proxy address (D85).
         self.trusted_proxy = trusted_proxy or (lambda _ip: False)
         self.reject_budget = reject_budget or RejectBudget(5, 60_000)
+        self.tcp_max_connections = tcp_max_connections
+        self.tcp_max_per_address = tcp_max_per_address
+        self.tcp_message_timeout_s = tcp_message_timeout_s
+        self._tcp_open = 0
+        self._tcp_per_address: dict[str, int] = {}
         self.transactions = TransactionCache()
         self.bindings = LocalBindings()
         self.stats = NodeStats()
@@ -226,6 +237,17 @@ class FrontendNode:
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         source = Source(peer[0], peer[1], "tcp")
+        address = peer[0]
+        exempt = self.trusted_proxy(address) or self.limiter.exempt(address)
+        if self._tcp_open >= self.tcp_max_connections or (
+            not exempt and self._tcp_per_address.get(address, 0) >= self.tcp_max_per_address
+        ):
+            # D89: refused at accept, before any buffer or task is spent on it.
+            self.stats.tcp_refused += 1
+            writer.transport.abort()
+            return
+        self._tcp_open += 1
+        self._tcp_per_address[address] = self._tcp_per_address.get(address, 0) + 1
         flow = next(self._flows)
 
         def send(response: bytes) -> None:
@@ -233,35 +255,64 @@ class FrontendNode:
                 writer.write(response)
 
         buffer = bytearray()
+        loop = asyncio.get_running_loop()
+        idle_until = loop.time() + TCP_IDLE_S
+        message_until: float | None = None
         try:
             while True:
-                # Phones on TCP send a CRLF keep-alive at least every few minutes
-                # (RFC 5626 section 4.4.1); a silent connection is closed.
-                chunk = await asyncio.wait_for(reader.read(_READ_CHUNK), TCP_IDLE_S)
+                # Idle: phones send a CRLF keep-alive at least every few minutes (RFC
+                # 5626 section 4.4.1); a message once started must be complete within
+                # the message deadline, so a byte a minute cannot hold a connection.
+                deadline = idle_until if message_until is None else message_until
+                chunk = await asyncio.wait_for(
+                    reader.read(_READ_CHUNK), max(0.0, deadline - loop.time())
+                )
                 if not chunk:
                     break
                 buffer += chunk
                 while True:
+                    if buffer.startswith(b"\r\n\r\n"):
+                        del buffer[:4]  # RFC 5626 section 3.5.1: a ping gets a CRLF pong
+                        self.stats.pongs += 1
+                        send(b"\r\n")
+                        idle_until = loop.time() + TCP_IDLE_S
+                        continue
+                    if bytes(buffer) in (b"\r", b"\r\n", b"\r\n\r"):
+                        break  # maybe a ping cut in two: wait for the rest
+                    if buffer.startswith(b"\r\n"):
+                        del buffer[:2]  # a lone CRLF (a pong, or stray): nothing to answer
+                        continue
                     n = frame_stream(buffer, self.max_bytes)
                     if n == 0:
                         break
                     message = bytes(buffer[:n])
                     del buffer[:n]
-                    if message.strip(b"\r\n") == b"":
-                        continue  # RFC 5626 keep-alive
+                    idle_until = loop.time() + TCP_IDLE_S
                     if self.trusted_proxy(source.ip) or self.limiter.allow(
                         self.source_key(source.ip, source.port), self.now_ms()
                     ):
                         # In order per connection: a phone's REGISTERs stay ordered.
                         await self.handle(message, source, send, stream=True, flow=flow)
+                if buffer and message_until is None:
+                    message_until = loop.time() + self.tcp_message_timeout_s
+                elif not buffer:
+                    message_until = None
                 await writer.drain()
         except FramingError as exc:
             log.info("closing TCP %s:%s: %s", source.ip, source.port, exc)
-        except (ConnectionError, OSError, TimeoutError):
+        except TimeoutError:
+            self.stats.tcp_timeouts += 1
+        except (ConnectionError, OSError):
             pass
         finally:
             writer.close()
             self.stats.tcp_closed += 1
+            self._tcp_open -= 1
+            left = self._tcp_per_address.get(address, 1) - 1
+            if left:
+                self._tcp_per_address[address] = left
+            else:
+                self._tcp_per_address.pop(address, None)
             self._flow_lost(flow)
 
     # ---- requests

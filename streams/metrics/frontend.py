@@ -46,6 +46,15 @@ COUNTERS: Final = (
                           "Outbound (RFC 5626) bindings whose TCP flow closed.", _NODE)),
     ("tcp_closed", Family("regstate_frontend_tcp_closed_total", "counter",
                           "TCP connections closed.", _NODE)),
+    ("tcp_refused", Family("regstate_frontend_tcp_refused_total", "counter",
+                           "TCP connections refused at accept past a connection cap (D89).",
+                           _NODE)),
+    ("tcp_timeouts", Family("regstate_frontend_tcp_timeouts_total", "counter",
+                            "TCP connections closed idle or mid-message past the deadline.",
+                            _NODE)),
+    ("pongs", Family("regstate_frontend_pongs_total", "counter",
+                     "CRLF pongs sent to double-CRLF keep-alives (RFC 5626 section 3.5.1).",
+                     _NODE)),
 )  # fmt: skip
 """``NodeStats`` attribute -> counter family."""
 RATE_LIMITED = Family(

@@ -298,7 +298,8 @@ async def test_tcp_register(node: FrontendNode, log: FakeLog) -> None:
     p = Phone("1002", "pw1002", local_port=port, transport="TCP")
 
     async def ask(data: bytes) -> bytes:
-        writer.write(b"\r\n\r\n" + data)  # a keep-alive first
+        writer.write(b"\r\n\r\n" + data)  # a keep-alive first: its pong comes first
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         return head
 
@@ -619,3 +620,37 @@ async def test_rejects_are_budgeted_per_aor_and_source_and_raw_is_cut(
     for _ in range(10):
         assert (await client.request(resend)).status == 401
     assert len(log.events) == node.reject_budget.budget
+
+
+async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    """EOF or a reset (a refused connection is aborted) within 5 s."""
+    try:
+        return await asyncio.wait_for(reader.read(10), 5) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def test_tcp_connection_caps_pong_and_message_deadline(node: FrontendNode) -> None:
+    """Issue 14 defect 7: 400 idle connections from one address all stayed open, any byte
+    reset the idle timer, a double-CRLF ping got no pong (D89)."""
+    node.tcp_max_per_address = 5
+    node.tcp_message_timeout_s = 0.5
+    conns = [await asyncio.open_connection("127.0.0.1", node.tcp_port) for _ in range(8)]
+    try:
+        # The sixth and later are closed at accept (EOF); the first five stay open.
+        for reader, _ in conns[5:]:
+            assert await closed_by_peer(reader)
+        assert node.stats.tcp_refused == 3 and node._tcp_open == 5
+        reader, writer = conns[0]
+        writer.write(b"\r\n\r\n")
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+        # A message started and never finished: closed after the message deadline.
+        writer.write(b"REGISTER sip:pbx.example SIP/2.0\r\nVia: x")
+        assert await asyncio.wait_for(reader.read(10), 5) == b""
+        await wait_until_async(lambda: node._tcp_open == 4, timeout=5)
+        assert node.stats.tcp_timeouts == 1
+    finally:
+        for _, w in conns:
+            w.close()
+    await wait_until_async(lambda: node._tcp_open == 0, timeout=5)
+    assert node._tcp_per_address == {}
