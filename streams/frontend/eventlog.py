@@ -38,6 +38,9 @@ from streams.settings import Settings, SettingsError
 log = logging.getLogger("regstate.frontend")
 
 RETRY_START_S: Final = 1.0
+MAX_QUEUED: Final = 10_000
+"""Events waiting for the producer; past it an append fails at once (the node answers
+503) instead of the queue growing while Kafka is slow (D86)."""
 REQUEST_TIMEOUT_MS: Final = 10_000
 """A record not acknowledged within this fails (the node has long answered 503 by then)."""
 
@@ -98,6 +101,10 @@ class KafkaEventLog:
     def append(self, event: RegistrationEvent) -> asyncio.Future[None]:
         """Queue one event in order; see the module docstring."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._queue.qsize() >= MAX_QUEUED:
+            self.failed += 1
+            future.set_exception(ConnectionError(f"{MAX_QUEUED} events already queued"))
+            return future
         self._queue.put_nowait((event, future))
         return future
 

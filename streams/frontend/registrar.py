@@ -36,6 +36,7 @@ MAX_AOR_CHARS: Final = 256
 MAX_REQUEST_CONTACTS: Final = 64
 """Contacts one REGISTER may carry at all (a hard cap above any sane ``max_contacts``)."""
 SUPPORTED: Final = ("path",)
+_canonical_aor = canonical_aor.__wrapped__
 """Option tags this registrar implements (RFC 3327 Path); a Require of any other is 420."""
 
 
@@ -118,7 +119,9 @@ class Registrar:
         if request.method != "REGISTER":
             return Decision(405, (("Allow", ALLOW),))
         try:
-            aor = canonical_aor(request.to.uri)
+            # Uncached: this runs before authentication, and the engine's 65,536-entry
+            # cache would keep every attacker's To URI (D86).
+            aor = _canonical_aor(request.to.uri)
         except AorError:
             return Decision(400, reason="invalid_aor")
         if aor.startswith("tel:") or len(aor) > MAX_AOR_CHARS:

@@ -34,6 +34,14 @@ PENDING: Final = None
 """Marker for a request being processed (its response not sent yet)."""
 
 
+def _entry_bytes(key: TransactionKey, value: Answered | None) -> int:
+    """About what one cache entry holds (strings, response bytes, and the objects)."""
+    size = 200 + len(key[0]) + len(key[2]) + len(key[3])
+    if value is not None:
+        size += len(value.response) + (len(value.aor) if value.aor else 0)
+    return size
+
+
 class TransactionCache:
     """Final responses by transaction, kept ``ttl_ms`` (UDP non-INVITE Timer J: 64*T1 = 32 s).
 
@@ -41,9 +49,15 @@ class TransactionCache:
     ``found`` true) for a request in progress, or reports not found.
     """
 
-    def __init__(self, ttl_ms: int = 32_000, max_entries: int = 100_000) -> None:
+    def __init__(
+        self, ttl_ms: int = 32_000, max_entries: int = 100_000, max_bytes: int = 64 << 20
+    ) -> None:
+        """Bounded by entries and by bytes (D86): a response echoes the request's Via,
+        From, To and Call-ID, so an entry may hold 8 KiB; 100k such are 1 GiB."""
         self.ttl_ms = ttl_ms
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._entries: OrderedDict[TransactionKey, tuple[int, Answered | None]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -66,10 +80,18 @@ class TransactionCache:
         self._put(key, now_ms, answered)
 
     def _put(self, key: TransactionKey, now_ms: int, value: Answered | None) -> None:
-        self._entries.pop(key, None)
+        self._drop(key)
         self._entries[key] = (now_ms + self.ttl_ms, value)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self.bytes += _entry_bytes(key, value)
+        while len(self._entries) > self.max_entries or (
+            self.bytes > self.max_bytes and len(self._entries) > 1
+        ):
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: TransactionKey) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= _entry_bytes(key, entry[1])
 
     def _expire(self, now_ms: int) -> None:
         # Entries are in insertion order with one TTL, so expired ones are at the front.
@@ -77,7 +99,7 @@ class TransactionCache:
             key, (until, _) = next(iter(self._entries.items()))
             if until > now_ms:
                 break
-            del self._entries[key]
+            self._drop(key)
 
 
 class SourceLimiter:

@@ -124,3 +124,15 @@ def test_only_outbound_bindings_still_on_a_closed_flow_are_dropped() -> None:
     assert table.active("sip:1@h", 0) == [("sip:1@10.0.0.2", 120)]
     assert table.drop_flow(7) == []
     assert [b.aor for b in table.drop_flow(8)] == ["sip:2@h"] and len(table) == 1
+
+
+def test_transaction_cache_is_bounded_by_bytes() -> None:
+    """D86: 8 KiB responses are budgeted by bytes, not only by entries."""
+    cache = TransactionCache(ttl_ms=32_000, max_entries=100_000, max_bytes=1 << 20)
+    for i in range(1000):
+        cache.complete((f"c{i}", 1, "REGISTER", "b"), i, Answered(b"x" * 8192, 401, None))
+    assert cache.bytes <= 1 << 20 and 100 < len(cache) < 130
+    assert cache.lookup(("c999", 1, "REGISTER", "b"), 1000)[0]
+    assert not cache.lookup(("c0", 1, "REGISTER", "b"), 1000)[0]
+    cache.lookup(("c999", 1, "REGISTER", "b"), 10**9)  # all expired
+    assert len(cache) == 0 and cache.bytes == 0
