@@ -167,9 +167,10 @@ class Settings:
     """Front-end: what the rate limit and ban count per: ``ip`` (production), or
     ``ip_port`` where many phones share one address on purpose (a simulator, a lab)."""
     sip_ban_failures: int = 20
-    """Front-end: auth failures from one source IP, within ``sip_ban_s``, that ban it."""
+    """Front-end: wrong credentials carrying a valid nonce of ours, from one source for one
+    user within ``sip_ban_s``, that ban that (source, user) pair (garbage never counts)."""
     sip_ban_s: int = 300
-    """Front-end: how long a banned source IP is ignored."""
+    """Front-end: how long a banned (source, user) pair's requests are ignored."""
     sip_ack_timeout_ms: int = 2000
     """Front-end: longest a REGISTER waits for Kafka's acknowledgement before it is answered
     503 (phones resend after 0.5, 1 and 2 s; those resends are absorbed meanwhile)."""

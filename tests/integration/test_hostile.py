@@ -56,7 +56,7 @@ from tests.integration.engine_harness import (
 from tests.integration.test_frontend_sipp import REALM, Frontend, password, started_frontend
 from tests.sip_client import UdpClient, options
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 CORPUS = PROJECT_ROOT / "tests" / "hostile"
 PYTHON = sys.executable
@@ -409,3 +409,63 @@ async def options_answered(port: int) -> bool:
         return (await client.request(options(client.port))).status == 200
     finally:
         client.close()
+
+
+async def test_readyz_flips_on_a_failed_record_and_back_on_the_next_ack(
+    kafka_bootstrap: str,
+) -> None:
+    """Defect 6: /readyz stayed 200 while the node answered 503 to every REGISTER (D88).
+
+    A record Kafka refuses (2 MiB, past the producer's 1 MiB request limit) makes
+    the node's event log fail; /readyz turns 503, and 200 again with the next ack."""
+    import aiohttp
+
+    from schemas import RegistrationEvent
+    from streams.frontend.eventlog import KafkaEventLog
+    from streams.frontend.node import FrontendNode
+    from streams.frontend.registrar import ExpiryPolicy, Registrar
+    from streams.frontend.tables import SourceLimiter
+    from streams.frontend.web import start_web
+    from streams.log.topics import ensure_topics
+    from streams.settings import Settings
+    from streams.sip.digest import DigestAuthenticator, NonceIssuer
+
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap, topic_prefix=unique_name("readyz") + ".", partitions=2
+    )
+    await ensure_topics(settings)
+    event_log = KafkaEventLog(settings)
+    auth = DigestAuthenticator(REALM, {}, NonceIssuer(b"k" * 32, REALM, 300_000, now_ms))
+    node = FrontendNode(
+        node_id="fe-rz",
+        registrar=Registrar(auth, ExpiryPolicy()),
+        event_log=event_log,
+        limiter=SourceLimiter(50, 100, 20, 300_000),
+    )
+    await event_log.start()
+    runner, port = await start_web(node, event_log, "127.0.0.1", 0)
+
+    def event(seq: int, raw: str | None = None) -> RegistrationEvent:
+        ts = now_ms()
+        return RegistrationEvent(
+            "reject", f"fe-rz:{seq}", "fe-rz", seq, ts, f"sip:1@{REALM}", "c", seq,
+            status=401, reason="auth_failed", raw=raw,
+        )  # fmt: skip
+
+    async def readyz(session: aiohttp.ClientSession) -> int:
+        async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
+            return r.status
+
+    try:
+        assert await event_log.wait_ready(30)
+        async with aiohttp.ClientSession() as session:
+            await event_log.append(event(1))
+            assert await readyz(session) == 200
+            with pytest.raises(Exception, match=r"[Tt]oo ?[Ll]arge|size"):
+                await event_log.append(event(2, raw="x" * (2 << 20)))
+            assert await readyz(session) == 503
+            await event_log.append(event(3))
+            assert await readyz(session) == 200
+    finally:
+        await runner.cleanup()
+        await event_log.stop()

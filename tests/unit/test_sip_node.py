@@ -30,6 +30,8 @@ class FakeLog:
         self.auto = True
         self.events: list[RegistrationEvent] = []
         self.held: list[asyncio.Future[None]] = []
+        self.failing = False
+        """Appends fail at once (Kafka refusing records) while the log stays connected."""
 
     @property
     def healthy(self) -> bool:
@@ -37,7 +39,9 @@ class FakeLog:
 
     def append(self, event: RegistrationEvent) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.auto:
+        if self.failing:
+            future.set_exception(ConnectionError("refused"))
+        elif self.auto:
             self.events.append(event)
             future.set_result(None)
         else:
@@ -654,3 +658,23 @@ async def test_tcp_connection_caps_pong_and_message_deadline(node: FrontendNode)
             w.close()
     await wait_until_async(lambda: node._tcp_open == 0, timeout=5)
     assert node._tcp_per_address == {}
+
+
+async def test_a_due_binding_whose_expire_fails_is_kept_and_expired_later(
+    client: UdpClient, log: FakeLog, clock: Clock, node: FrontendNode
+) -> None:
+    """Defect 6: due bindings whose expire events failed were dropped (D88)."""
+    p = phone(client)
+    contact = f"<sip:1001@127.0.0.1:{client.port}>;expires=60"
+    r = await client.request(
+        p.register(contacts=[contact], authorization=await authorized(client, p))
+    )
+    assert r.status == 200 and len(log.events) == 1
+    log.failing = True
+    clock.ms += 61_000
+    node._wakeup.set()
+    await wait_until_async(lambda: node.stats.event_failures >= 1, 5, 0.02, "a failed expire")
+    await wait_until_async(lambda: len(node.bindings) == 1, 5, 0.02, "the binding put back")
+    log.failing = False
+    await wait_until_async(lambda: len(log.events) == 2, 5, 0.05, "the expire, later")
+    assert log.events[1].kind == "expire" and len(node.bindings) == 0
