@@ -678,3 +678,23 @@ async def test_a_due_binding_whose_expire_fails_is_kept_and_expired_later(
     log.failing = False
     await wait_until_async(lambda: len(log.events) == 2, 5, 0.05, "the expire, later")
     assert log.events[1].kind == "expire" and len(node.bindings) == 0
+
+
+async def test_a_trusted_proxy_is_limited_per_original_source(
+    client: UdpClient, node: FrontendNode
+) -> None:
+    """D85: relayed requests are banned per original source (bottom Via), not per proxy."""
+    node.trusted_proxy = lambda ip: ip == "127.0.0.1"
+    node.source_key = lambda ip, _port: ip
+    node.limiter.ban_failures = 3
+    p = phone(client)
+    relayed = ["Via: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKorig;received=10.9.9.9"]
+    for _ in range(3):
+        challenge = await client.request(p.register(extra=relayed))
+        auth = p.answer(challenge.all("www-authenticate")[-1], "wrong")
+        assert (await client.request(p.register(authorization=auth, extra=relayed))).status == 401
+    assert node.limiter.banned("10.9.9.9", "1001", node.now_ms())
+    assert not node.limiter.banned("127.0.0.1", "1001", node.now_ms())
+    # The same user relayed for another phone is still answered.
+    other = ["Via: SIP/2.0/UDP 10.9.9.10:5060;branch=z9hG4bKother"]
+    assert (await client.request(p.register(extra=other))).status == 401
