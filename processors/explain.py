@@ -89,28 +89,24 @@ def _stale_binding(before: AorState, event: RegistrationEvent) -> Binding | None
             None,
         )
     # Mirrors the loop of processors.fold._register, including its edits of the
-    # list (a later Contact of the same request may address what an earlier one set).
-    contacts = list(before.contacts)
+    # bindings (a later Contact of the same request may address what an earlier one set).
+    contacts = {b.key: b for b in before.contacts}
     touched: set[str] = set()
-    for key, _flow, entry in distinct_contacts(event.contacts):
-        i = find_binding(contacts, entry, key)
-        old = contacts[i] if i >= 0 else None
+    for key, flow, entry in distinct_contacts(event.contacts):
+        old = find_binding(contacts, entry, key, flow)
         if old is not None:
             key = old.key
             if old.key not in touched and old.call_id == event.call_id and event.cseq <= old.cseq:
                 return old
         if entry.expires == 0:
             if old is not None:
-                del contacts[i]
+                del contacts[key]
             continue
         placeholder = Binding(
             key, entry.uri, 0, 0, 0, event.call_id, event.cseq, entry.q, entry.instance,
             entry.reg_id, None, None, event.node, (),
         )  # fmt: skip
-        if old is None:
-            contacts.append(placeholder)
-        else:
-            contacts[i] = placeholder
+        contacts[key] = placeholder
         touched.add(key)
     return None
 

@@ -101,21 +101,24 @@ class _Emitter:
         )
 
 
-def find_binding(contacts: list[Binding], entry: ContactEntry, key: str) -> int:
-    """Index of the binding this Contact addresses (R2), or -1."""
-    flow = entry.instance is not None and entry.reg_id is not None
-    # The exact key first: RFC comparison is not transitive, so a URI may be
-    # "equal" to several bindings, but it has exactly one canonical form.
-    for i, b in enumerate(contacts):
-        if b.key == key:
-            return i
-    if flow:
-        return -1
-    for i, b in enumerate(contacts):
+def find_binding(
+    contacts: dict[str, Binding], entry: ContactEntry, key: str, flow: bool
+) -> Binding | None:
+    """The binding this Contact addresses (R2), or None.
+
+    ``contacts`` is keyed by binding key: the exact key is one dict lookup, so a
+    request of n Contacts costs n lookups, not n scans (D83). RFC comparison is
+    not transitive, so a URI may be "equal" to several bindings, but it has
+    exactly one canonical form: the key decides first.
+    """
+    found = contacts.get(key)
+    if found is not None or flow:
+        return found
+    for b in contacts.values():
         # Flow bindings are addressed by instance and reg-id only (RFC 5626 section 6).
         if (b.reg_id is None or b.instance is None) and uri_equal(b.uri, entry.uri):
-            return i
-    return -1
+            return b
+    return None
 
 
 def distinct_contacts(
@@ -132,6 +135,15 @@ def distinct_contacts(
         out.pop(key, None)  # keep the request order of the last occurrence
         out[key] = (key, flow, entry)
     return list(out.values())
+
+
+def bindings_requested(entries: tuple[ContactEntry, ...]) -> int:
+    """How many distinct bindings a REGISTER with these Contacts sets (non-zero expiry).
+
+    The front-end answers with this what the fold will decide (R9, D84): more than
+    ``max_contacts`` is refused whatever the AOR's state and whatever the policy.
+    """
+    return sum(1 for _, _, entry in distinct_contacts(entries) if entry.expires > 0)
 
 
 def _by_key(b: Binding) -> str:
@@ -151,14 +163,25 @@ def _register(
     if not event.contacts:
         return _unchanged(state, seen, Outcome.QUERY)  # R8
 
-    contacts = list(state.contacts)
+    requested = distinct_contacts(event.contacts)
+    contacts = {b.key: b for b in state.contacts}
+    if sum(1 for _, _, entry in requested if entry.expires > 0) > policy.max_contacts:
+        # R9, checked before any binding is built (D83): the request alone sets more
+        # bindings than the cap, so no state and no policy can let it through. R4
+        # still comes first: a request addressing a binding it is stale against fails
+        # as STALE, as it would have in the loop below.
+        for key, flow, entry in requested:
+            old = find_binding(contacts, entry, key, flow)
+            if old is not None and _stale(old, event):
+                return _unchanged(state, seen, Outcome.STALE)
+        return _refuse(state, event, seen, policy, Outcome.TOO_MANY_CONTACTS)
+
     emitter = _Emitter(state.aor, state.version, event)
     touched: set[str] = set()
     ts = event.ts
     resort = False
-    for key, flow, entry in distinct_contacts(event.contacts):
-        i = find_binding(contacts, entry, key)
-        old = contacts[i] if i >= 0 else None
+    for key, flow, entry in requested:
+        old = find_binding(contacts, entry, key, flow)
         if old is not None:
             # The binding keeps its identity when the phone writes its Contact
             # differently but equivalently (RFC 3261 section 19.1.4).
@@ -168,7 +191,7 @@ def _register(
             return _unchanged(state, seen, Outcome.STALE)  # R3: nothing of it applies
         if entry.expires == 0:
             if old is not None:
-                del contacts[i]
+                del contacts[key]
                 emitter.emit("unregistered", old)
             continue
         expires_at = ts + entry.expires * 1000
@@ -185,15 +208,14 @@ def _register(
             event.node, event.path,
         )  # fmt: skip
         if old is None:
-            contacts.append(binding)
             resort = True
-        else:
-            contacts[i] = binding
+        # A replaced binding keeps its place (dicts keep insertion order); a new one goes last.
+        contacts[key] = binding
         touched.add(key)
         emitter.emit(name, binding)
 
     # R9: lapsed bindings the sweeper has not expired yet do not count.
-    active = [b for b in contacts if b.expires_at > ts]
+    active = [b for b in contacts.values() if b.expires_at > ts]
     excess = len(active) - policy.max_contacts
     if excess > 0:
         victims = sorted(
@@ -201,8 +223,8 @@ def _register(
         )[:excess]
         if policy.max_contacts_policy == "reject" or len(victims) < excess:
             return _refuse(state, event, seen, policy, Outcome.TOO_MANY_CONTACTS)
-        gone = {b.key for b in victims}
-        contacts = [b for b in contacts if b.key not in gone]
+        for b in victims:
+            del contacts[b.key]
         for b in victims:
             emitter.emit("deactivated", b)
 
@@ -210,7 +232,7 @@ def _register(
         # Only removals of bindings that did not exist: the request changed nothing.
         return _unchanged(state, seen, Outcome.NOOP)
     # Kept in key order so equal states are equal tuples, whatever the arrival order.
-    final = tuple(sorted(contacts, key=_by_key)) if resort else tuple(contacts)
+    final = tuple(sorted(contacts.values(), key=_by_key)) if resort else tuple(contacts.values())
     if any(c.expires > 0 for c in event.contacts):
         new_health = diagnosis.after_register(state.health, event, final, policy)
     else:

@@ -21,10 +21,17 @@ class Table:
     outcomes: Counter[Outcome] = field(default_factory=Counter)
     events: list[BindingEvent] = field(default_factory=list)
     keep_events: bool = False
+    fold_errors: list[tuple[str, str]] = field(default_factory=list)
+    """(event id, error) of events the fold raised on: the engine dead-letters those
+    (``fold_error``) and keeps the state, so a replay skips them the same way (D82)."""
 
     def apply(self, event: RegistrationEvent, policy: FoldPolicy = DEFAULT_POLICY) -> None:
         """Fold one event into the AOR it belongs to."""
-        folded = fold_event(self.states.get(event.aor), event, policy)
+        try:
+            folded = fold_event(self.states.get(event.aor), event, policy)
+        except Exception as exc:  # noqa: BLE001 - a fold bug must not end a replay
+            self.fold_errors.append((event.id, f"{type(exc).__name__}: {exc}"))
+            return
         self.states[event.aor] = folded.state
         self.outcomes[folded.outcome] += 1
         if self.keep_events:

@@ -26,6 +26,31 @@ from schemas.state import AorState, Binding, BindingEvent, Health, Reject
 
 MAX_RAW_BYTES: Final = 8 * 1024
 
+# --- ranges (D80) -------------------------------------------------------------
+# Every number a consumer stores, adds to or compares is range-checked here, so a
+# record that decodes can be folded, encoded, written to SQLite (int64) and read
+# by JavaScript (2**53) without raising anywhere downstream.
+MAX_TS_MS: Final = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: ``ts`` and every time derived from it stay far below 2**53."""
+MAX_SEQ_AHEAD_US: Final = 2**32
+"""A node's ``seq`` starts at its clock in µs and adds one per event, so it never runs
+ahead of its own event time in µs by more than its event count: ``seq <= ts * 1000 +
+MAX_SEQ_AHEAD_US`` (about 4e9 events). One forged seq cannot pin a node's R5 mark
+beyond its own ts (D80)."""
+MAX_CSEQ: Final = 2**32 - 1
+MAX_EXPIRES_S: Final = 2**32 - 1
+"""RFC 3261 delta-seconds: at most 2**32-1."""
+MAX_PORT: Final = 65_535
+MAX_REG_ID: Final = 2**31 - 1
+MAX_EVENT_CONTACTS: Final = 1_024
+"""More than an 8 KiB SIP message can carry: a record with more is not from a front-end."""
+MAX_PATH_ENTRIES: Final = 32
+MAX_AOR_CHARS: Final = 1_024
+MAX_CALL_ID_CHARS: Final = 1_024
+MAX_NODE_CHARS: Final = 255
+MAX_TEXT_CHARS: Final = 8 * 1024
+"""Any other string (URIs, user agent, reason, path entries, instance, ip)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
@@ -73,6 +98,24 @@ def _opt(m: Mapping[str, Any], name: str, typ: type, where: str = "") -> Any:
     return value
 
 
+def _int_in(value: int, low: int, high: int, name: str) -> int:
+    if not low <= value <= high:
+        raise _Invalid("out_of_range", f"{name} {value} is not in [{low}, {high}]")
+    return value
+
+
+def _status(value: int) -> int:
+    # 0 is "no final response was seen": a retransmitted REGISTER that a HEP capture
+    # never saw answered (D54) must still carry a status.
+    return value if value == 0 else _int_in(value, 100, 699, "status")
+
+
+def _text(value: str | None, limit: int, name: str) -> Any:
+    if value is not None and len(value) > limit:
+        raise _Invalid("out_of_range", f"{name} has {len(value)} characters (limit {limit})")
+    return value
+
+
 def _cut_raw(raw: str | None) -> str | None:
     """At most 8 KiB of UTF-8, cut on a character boundary (DESIGN section 4)."""
     if raw is None or len(raw) * 4 <= MAX_RAW_BYTES:
@@ -89,9 +132,11 @@ def _source(value: Any, where: str) -> Source | None:
     if not isinstance(value, Mapping):
         raise _Invalid("mistyped_field", f"{where}source must be a map")
     return Source(
-        ip=_req(value, "ip", str, f"{where}source."),
-        port=_req(value, "port", int, f"{where}source."),
-        transport=_req(value, "transport", str, f"{where}source."),
+        ip=_text(_req(value, "ip", str, f"{where}source."), MAX_TEXT_CHARS, "source.ip"),
+        port=_int_in(_req(value, "port", int, f"{where}source."), 0, MAX_PORT, "source.port"),
+        transport=_text(
+            _req(value, "transport", str, f"{where}source."), MAX_TEXT_CHARS, "source.transport"
+        ),
     )
 
 
@@ -100,6 +145,12 @@ def _str_list(value: Any, name: str) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list | tuple) or not all(type(x) is str for x in value):
         raise _Invalid("mistyped_field", f"{name} must be a list of strings")
+    if len(value) > MAX_PATH_ENTRIES:
+        raise _Invalid(
+            "out_of_range", f"{name} has {len(value)} entries (limit {MAX_PATH_ENTRIES})"
+        )
+    for x in value:
+        _text(x, MAX_TEXT_CHARS, name)
     return tuple(value)
 
 
@@ -108,6 +159,10 @@ def _contacts(value: Any, header_expires: int | None) -> tuple[ContactEntry, ...
         raise _Invalid("missing_field", "contacts is required for kind register")
     if not isinstance(value, list | tuple):
         raise _Invalid("mistyped_field", "contacts must be a list")
+    if len(value) > MAX_EVENT_CONTACTS:
+        raise _Invalid(
+            "out_of_range", f"contacts has {len(value)} entries (limit {MAX_EVENT_CONTACTS})"
+        )
     out = []
     for i, c in enumerate(value):
         where = f"contacts[{i}]."
@@ -121,14 +176,20 @@ def _contacts(value: Any, header_expires: int | None) -> tuple[ContactEntry, ...
             expires = _req(c, "expires", int, where)
         if expires < 0:
             raise _Invalid("invalid_value", f"{where}expires must be >= 0")
+        _int_in(expires, 0, MAX_EXPIRES_S, f"{where}expires")
         q = _opt(c, "q", float, where)
+        if q is not None and not 0.0 <= q <= 1.0:  # also refuses NaN
+            raise _Invalid("out_of_range", f"{where}q {q} is not in [0, 1]")
+        reg_id = _opt(c, "reg_id", int, where)
+        if reg_id is not None:
+            _int_in(reg_id, 0, MAX_REG_ID, f"{where}reg_id")
         out.append(
             ContactEntry(
-                uri=_req(c, "uri", str, where),
+                uri=_text(_req(c, "uri", str, where), MAX_TEXT_CHARS, f"{where}uri"),
                 expires=expires,
                 q=None if q is None else float(q),
-                instance=_opt(c, "instance", str, where),
-                reg_id=_opt(c, "reg_id", int, where),
+                instance=_text(_opt(c, "instance", str, where), MAX_TEXT_CHARS, f"{where}instance"),
+                reg_id=reg_id,
             )
         )
     return tuple(out)
@@ -138,7 +199,14 @@ def _fast_source(src: Any) -> Source | None:
     if src is None:
         return None
     ip, port, transport = src["ip"], src["port"], src["transport"]
-    if type(ip) is not str or type(port) is not int or type(transport) is not str:
+    if (
+        type(ip) is not str
+        or type(port) is not int
+        or type(transport) is not str
+        or not 0 <= port <= MAX_PORT
+        or len(ip) > MAX_TEXT_CHARS
+        or len(transport) > MAX_TEXT_CHARS
+    ):
         raise _Invalid("mistyped_field", "source")
     return Source(ip, port, transport)
 
@@ -169,22 +237,38 @@ def _fast_event(m: dict[str, Any]) -> RegistrationEvent:
         or type(cseq) is not int
         or ev_id != event_id(node, seq)
         or ":" not in aor
+        or not 0 <= ts <= MAX_TS_MS
+        or not 0 <= seq <= ts * 1000 + MAX_SEQ_AHEAD_US
+        or not 0 <= cseq <= MAX_CSEQ
+        or len(node) > MAX_NODE_CHARS
+        or len(aor) > MAX_AOR_CHARS
+        or len(call_id) > MAX_CALL_ID_CHARS
     ):
         raise _Invalid("slow", "")
     user_agent = m.get("user_agent")
     raw = m.get("raw")
     path = m.get("path")
     if (
-        (user_agent is not None and type(user_agent) is not str)
+        (
+            user_agent is not None
+            and (type(user_agent) is not str or len(user_agent) > MAX_TEXT_CHARS)
+        )
         or (raw is not None and (type(raw) is not str or len(raw) * 4 > MAX_RAW_BYTES))
-        or (path is not None and (type(path) is not list or any(type(x) is not str for x in path)))
+        or (
+            path is not None
+            and (
+                type(path) is not list
+                or len(path) > MAX_PATH_ENTRIES
+                or any(type(x) is not str or len(x) > MAX_TEXT_CHARS for x in path)
+            )
+        )
     ):
         raise _Invalid("slow", "")
     source = _fast_source(m.get("source"))
     path_t = tuple(path) if path else ()
     if kind == "register":
         entries = m["contacts"]
-        if type(entries) is not list:
+        if type(entries) is not list or len(entries) > MAX_EVENT_CONTACTS:
             raise _Invalid("slow", "")
         contacts = []
         for c in entries:
@@ -193,17 +277,25 @@ def _fast_event(m: dict[str, Any]) -> RegistrationEvent:
             if (
                 type(uri) is not str
                 or type(expires) is not int
-                or expires < 0
-                or (q is not None and type(q) is not float)
-                or (instance is not None and type(instance) is not str)
-                or (reg_id is not None and type(reg_id) is not int)
+                or not 0 <= expires <= MAX_EXPIRES_S
+                or len(uri) > MAX_TEXT_CHARS
+                or (q is not None and (type(q) is not float or not 0.0 <= q <= 1.0))
+                or (
+                    instance is not None
+                    and (type(instance) is not str or len(instance) > MAX_TEXT_CHARS)
+                )
+                or (
+                    reg_id is not None
+                    and (type(reg_id) is not int or not 0 <= reg_id <= MAX_REG_ID)
+                )
             ):
                 raise _Invalid("slow", "")
             contacts.append(ContactEntry(uri, expires, q, instance, reg_id))
         wildcard = m.get("wildcard", False)
         expires_h = m.get("expires")
         if type(wildcard) is not bool or (
-            expires_h is not None and (type(expires_h) is not int or expires_h < 0)
+            expires_h is not None
+            and (type(expires_h) is not int or not 0 <= expires_h <= MAX_EXPIRES_S)
         ):
             raise _Invalid("slow", "")
         return RegistrationEvent(
@@ -236,12 +328,15 @@ def _checked_event(m: object) -> RegistrationEvent | Rejection:
         kind = _req(m, "kind", str)
         if kind not in KINDS:
             raise _Invalid("invalid_value", f"kind {kind!r} is not one of {sorted(KINDS)}")
-        node = _req(m, "node", str)
-        seq = _req(m, "seq", int)
+        node = _text(_req(m, "node", str), MAX_NODE_CHARS, "node")
+        ts = _int_in(_req(m, "ts", int), 0, MAX_TS_MS, "ts")
+        seq = _int_in(
+            _req(m, "seq", int), 0, ts * 1000 + MAX_SEQ_AHEAD_US, "seq (<= ts*1000+2**32)"
+        )
         ev_id = _req(m, "id", str)
         if ev_id != event_id(node, seq):
             raise _Invalid("invalid_value", f"id {ev_id!r} is not '<node>:<seq>' ({node}:{seq})")
-        aor = _req(m, "aor", str)
+        aor = _text(_req(m, "aor", str), MAX_AOR_CHARS, "aor")
         if ":" not in aor:
             raise _Invalid("invalid_value", f"aor {aor!r} is not a URI")
         raw = _cut_raw(_opt(m, "raw", str))
@@ -250,12 +345,12 @@ def _checked_event(m: object) -> RegistrationEvent | Rejection:
             "id": ev_id,
             "node": node,
             "seq": seq,
-            "ts": _req(m, "ts", int),
+            "ts": ts,
             "aor": aor,
-            "call_id": _req(m, "call_id", str),
-            "cseq": _req(m, "cseq", int),
+            "call_id": _text(_req(m, "call_id", str), MAX_CALL_ID_CHARS, "call_id"),
+            "cseq": _int_in(_req(m, "cseq", int), 0, MAX_CSEQ, "cseq"),
             "source": _source(m.get("source"), ""),
-            "user_agent": _opt(m, "user_agent", str),
+            "user_agent": _text(_opt(m, "user_agent", str), MAX_TEXT_CHARS, "user_agent"),
             "path": _str_list(m.get("path"), "path"),
             "raw": raw,
         }
@@ -266,6 +361,8 @@ def _checked_event(m: object) -> RegistrationEvent | Rejection:
             expires = _opt(m, "expires", int)
             if expires is not None and expires < 0:
                 raise _Invalid("invalid_value", "expires must be >= 0")
+            if expires is not None:
+                _int_in(expires, 0, MAX_EXPIRES_S, "expires")
             return RegistrationEvent(
                 **common,
                 contacts=_contacts(m.get("contacts"), expires),
@@ -274,11 +371,15 @@ def _checked_event(m: object) -> RegistrationEvent | Rejection:
             )
         if kind == "reject":
             return RegistrationEvent(
-                **common, status=_req(m, "status", int), reason=_req(m, "reason", str)
+                **common,
+                status=_status(_req(m, "status", int)),
+                reason=_text(_req(m, "reason", str), MAX_TEXT_CHARS, "reason"),
             )
         # expire / deactivate name the binding they end.
         return RegistrationEvent(
-            **common, contact=_req(m, "contact", str), reason=_opt(m, "reason", str)
+            **common,
+            contact=_text(_req(m, "contact", str), MAX_TEXT_CHARS, "contact"),
+            reason=_text(_opt(m, "reason", str), MAX_TEXT_CHARS, "reason"),
         )
     except _Invalid as exc:
         return exc.rejection

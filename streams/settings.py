@@ -139,7 +139,8 @@ class Settings:
     """Front-end: Digest realm; the HA1 hashes in the user file are bound to it."""
     sip_domains: str = ""
     """Front-end: comma-separated domains whose AORs this registrar accepts (the To host);
-    a REGISTER for another gets 404. Empty: any domain."""
+    a REGISTER for another gets 404. Empty: any domain, a development-only mode the node
+    warns about at start and on /metrics (``regstate_frontend_any_domain 1``)."""
     sip_users_file: str = ""
     """Front-end: the HA1 user file; empty means ``<data_dir>/sip-users.json``."""
     sip_nonce_secret_file: str = ""
@@ -166,14 +167,33 @@ class Settings:
     """Front-end: what the rate limit and ban count per: ``ip`` (production), or
     ``ip_port`` where many phones share one address on purpose (a simulator, a lab)."""
     sip_ban_failures: int = 20
-    """Front-end: auth failures from one source IP, within ``sip_ban_s``, that ban it."""
+    """Front-end: wrong credentials carrying a valid nonce of ours, from one source for one
+    user within ``sip_ban_s``, that ban that (source, user) pair (garbage never counts)."""
     sip_ban_s: int = 300
-    """Front-end: how long a banned source IP is ignored."""
+    """Front-end: how long a banned (source, user) pair's requests are ignored."""
     sip_ack_timeout_ms: int = 2000
     """Front-end: longest a REGISTER waits for Kafka's acknowledgement before it is answered
     503 (phones resend after 0.5, 1 and 2 s; those resends are absorbed meanwhile)."""
     sip_retry_after_s: int = 10
     """Front-end: the Retry-After of a 503 (Kafka unreachable or too slow)."""
+    # --- front-end hostile input (issue 14) ---
+    sip_ban_exempt: str = ""
+    """Front-end: comma-separated addresses or networks never banned (known NAT addresses of
+    call centres); their rate limit still applies (``sip_rate_*``)."""
+    sip_trusted_proxies: str = ""
+    """Front-end: addresses or networks of proxies/load balancers in front of the node; their
+    relayed requests are rate-limited and banned per original source (the bottom Via)."""
+    sip_reject_budget: int = 5
+    """Front-end: ``reject`` events logged per AOR and source within ``sip_reject_window_s``;
+    further rejects are answered the same but only counted (a flood writes no log)."""
+    sip_reject_window_s: int = 60
+    """Front-end: the window of ``sip_reject_budget``."""
+    sip_tcp_max_connections: int = 2000
+    """Front-end: open TCP connections per process; more are closed at accept."""
+    sip_tcp_max_per_address: int = 50
+    """Front-end: open TCP connections per source address (exempt and trusted: no limit)."""
+    sip_tcp_message_timeout_s: int = 10
+    """Front-end: a TCP message started must be complete within this long."""
     frontend_web_port: int = 6068
     """Front-end: HTTP port of /metrics, /healthz and /readyz (process i of several: this
     plus i; 0: any free port, printed at start). Listens on ``web_bind``."""

@@ -55,7 +55,13 @@ from aiohttp import web
 
 from processors.alerting import AlertChange, Detector, DetectorConfig
 from schemas.alerts import Alert, alert_to_dict, decode_alert
-from schemas.codec import Rejection, binding_event_from_dict, decode_event, decode_state
+from schemas.codec import (
+    MAX_TS_MS,
+    Rejection,
+    binding_event_from_dict,
+    decode_event,
+    decode_state,
+)
 from schemas.events import RegistrationEvent
 from schemas.state import AorState, BindingEvent
 from streams.alerting.sinks import KafkaAlertSink, WebhookSink, log_change
@@ -73,6 +79,51 @@ Item = AorState | BindingEvent | RegistrationEvent
 """What the detector observes."""
 MAX_TICKS_PER_STEP: Final = 100_000
 """A watermark jump longer than this many ticks is ticked from its end part only."""
+
+
+class _Skip(ValueError):
+    """A record the runner cannot use, with a short reason for the counter."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _time(value: object, name: str) -> int:
+    """An event time the detector can compare and add to (an int in the codec's range)."""
+    if type(value) is not int or not 0 <= value <= MAX_TS_MS:
+        raise _Skip("bad_time", f"{name} {value!r:.40} is not a time in ms")
+    return value
+
+
+def _checked_binding_event(d: Any) -> BindingEvent:
+    be = binding_event_from_dict(d)
+    _time(be.ts, "ts")
+    if type(be.aor) is not str or type(be.node) is not str or type(be.event) is not str:
+        raise _Skip("mistyped_field", "aor, node and event must be strings")
+    if be.key is not None and type(be.key) is not str:
+        raise _Skip("mistyped_field", "key must be a string")
+    if type(be.version) is not int or (
+        be.expires_at is not None and type(be.expires_at) is not int
+    ):
+        raise _Skip("mistyped_field", "version and expires_at must be integers")
+    return be
+
+
+def _checked_state(value: bytes) -> AorState:
+    state = decode_state(value)
+    _time(state.updated_ts, "updated_ts")
+    if type(state.aor) is not str:
+        raise _Skip("mistyped_field", "aor must be a string")
+    for b in state.contacts:
+        _time(b.expires_at, "expires_at")
+        _time(b.refreshed_at, "refreshed_at")
+        _time(b.registered_at, "registered_at")
+        if type(b.node) is not str or type(b.key) is not str:
+            raise _Skip("mistyped_field", "contact key and node must be strings")
+        if b.user_agent is not None and type(b.user_agent) is not str:
+            raise _Skip("mistyped_field", "contact user_agent must be a string")
+    return state
 
 
 @dataclass(frozen=True)
@@ -258,6 +309,8 @@ class AlertingRunner:
         """Set once the inputs were read to their end offsets as of the start."""
         self.records: Counter[str] = Counter()
         self.decode_errors: Counter[str] = Counter()
+        self.skip_reasons: Counter[tuple[str, str]] = Counter()
+        """(input, reason) of every skipped record (D82)."""
         self.changes: Counter[tuple[str, str]] = Counter()
         self.watermark: int | None = None
         self._next_tick: int | None = None
@@ -283,17 +336,21 @@ class AlertingRunner:
             if role == "bindings":
                 if key is None:
                     raise ValueError("record without a key")
-                return AorState(key.decode()) if value is None else decode_state(value)
+                return AorState(key.decode()) if value is None else _checked_state(value)
             if role == "binding-events":
                 if value is None:
                     raise ValueError("null value")
-                return binding_event_from_dict(orjson.loads(value))
+                return _checked_binding_event(orjson.loads(value))
             event = decode_event(value)
             if isinstance(event, Rejection):
-                raise ValueError(str(event))
+                raise _Skip(event.reason, str(event))
             return event
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
             # The engine wrote these (or dead-lettered the bad ones itself): count, never stop.
+            # A record that stops the runner would stop it again after each restart, since
+            # it re-reads its lookback (D82).
+            reason = exc.reason if isinstance(exc, _Skip) else type(exc).__name__
+            self.skip_reasons[(role, reason)] += 1
             self.decode_errors[role] += 1
             if self.decode_errors[role] <= 10:
                 log.warning("skipping a bad %s record: %r", role, exc)
@@ -497,6 +554,7 @@ class AlertingRunner:
                 webhook_failures=sum(w.failures for w in self.webhooks),
                 webhook_pending=sum(w.pending for w in self.webhooks),
                 ready=self.ready.is_set(),
+                skipped=self.skip_reasons,
             )
         )
 

@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -98,6 +98,11 @@ class ExtraTables:
 NO_EXTRA_TABLES = ExtraTables()
 
 
+_MAX_INT: Final = 2**53
+"""Largest time, version or port a store takes: below SQLite's int64 and exact in JSON
+readers (the codec's own limits are far below it)."""
+
+
 def tombstone(aor: str, ts: int) -> StoreRecord:
     """The record of a null value: the AOR has no contact left."""
     return StoreRecord(aor, ts, None)
@@ -121,6 +126,8 @@ def record_from_json(
     updated = d.get("updated_ts", 0)
     if type(version) is not int or type(updated) is not int:
         raise TypeError("version and updated_ts must be integers")
+    if not (0 <= version <= _MAX_INT and 0 <= updated <= _MAX_INT):
+        raise ValueError("version/updated_ts out of range")
     ext = extension_of(aor)
     rows = []
     location: list[tuple[Any, ...]] = []
@@ -138,6 +145,9 @@ def record_from_json(
             raise TypeError(f"contact {key!r}: expires_at/registered_at/refreshed_at not integers")
         if type(key) is not str or type(uri) is not str or type(node) is not str:
             raise TypeError(f"contact {key!r}: key/uri/node not strings")
+        # SQLite integers are int64: a bigger one raises OverflowError mid-batch (D82).
+        if not (0 <= exp <= _MAX_INT and 0 <= reg <= _MAX_INT and 0 <= ref <= _MAX_INT):
+            raise ValueError(f"contact {key[:100]!r}: a time is out of range")
         if last_exp is None or exp > last_exp:
             last_exp = exp
         src = c.get("source")
@@ -145,7 +155,13 @@ def record_from_json(
             ip = port = transport = None
         else:
             ip, port, transport = src["ip"], src["port"], src["transport"]
+            if type(port) is not int or not 0 <= port <= 65_535:
+                raise ValueError(f"contact {key[:100]!r}: source.port {port!r} is not a port")
+            if type(ip) is not str or type(transport) is not str:
+                raise TypeError(f"contact {key[:100]!r}: source ip/transport not strings")
         ua = c.get("user_agent")
+        if ua is not None and type(ua) is not str:
+            raise TypeError(f"contact {key[:100]!r}: user_agent not a string")
         rows.append(
             (ext, aor, key, uri, node, ip, port, transport, ua, exp, reg, ref, updated, version)
         )
@@ -183,6 +199,8 @@ def _facts(c: Mapping[str, Any], source: tuple[str, int, str] | None) -> Contact
         raise TypeError(f"contact {c['key']!r}: instance/reg_id of the wrong type")
     if not isinstance(path, list) or not all(type(p) is str for p in path):
         raise TypeError(f"contact {c['key']!r}: path is not a list of strings")
+    if not 0 <= cseq <= _MAX_INT or (reg_id is not None and not 0 <= reg_id <= _MAX_INT):
+        raise ValueError(f"contact {c['key']!r}: cseq/reg_id out of range (D82)")
     return ContactFacts(
         c["key"], c["uri"], c["expires_at"], c["refreshed_at"], call_id, cseq, q, instance,
         reg_id, source, c.get("user_agent"), path,

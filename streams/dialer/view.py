@@ -61,6 +61,11 @@ SSE_QUEUE = 1000
 """Events buffered per SSE client; a client that falls further behind is disconnected
 (it reconnects and re-reads the snapshot) rather than growing memory without bound."""
 SSE_KEEPALIVE_S = 15.0
+SSE_MAX_SUBSCRIBERS = 256
+"""Open SSE streams per view; more get 503 (each holds a queue of up to SSE_QUEUE events)."""
+SSE_WRITE_TIMEOUT_S = 10.0
+"""A client that does not take a write within this long is disconnected (a stalled
+reader would otherwise pin its socket buffers and queue)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +385,10 @@ class DialerViewService:
             return
         try:
             be = binding_event_from_dict(orjson.loads(value))
-        except (ValueError, KeyError, TypeError):
+            if type(be.aor) is not str or type(be.version) is not int or type(be.node) is not str:
+                raise TypeError("aor/node must be strings, version an integer")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            # A record the engine did not write: counted and skipped, never fatal (D82).
             self.metrics.decode_errors += 1
             return
         payload: bytes | None = None
@@ -457,6 +465,9 @@ class DialerViewService:
         """
         ext = request.query.get("ext")
         aor = request.query.get("aor")
+        if len(self._subscribers) >= SSE_MAX_SUBSCRIBERS:
+            self.metrics.sse_refused += 1
+            return self._json({"error": "too many event streams"}, 503)
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -470,13 +481,14 @@ class DialerViewService:
                 try:
                     item = await asyncio.wait_for(sub.queue.get(), SSE_KEEPALIVE_S)
                 except TimeoutError:
-                    await resp.write(b": keepalive\n\n")
-                    continue
+                    item = b": keepalive\n\n"
                 if item is None:
                     break
-                await resp.write(item)
+                await asyncio.wait_for(resp.write(item), SSE_WRITE_TIMEOUT_S)
         except ConnectionResetError:
             pass  # the client went away
+        except TimeoutError:
+            self.metrics.sse_dropped += 1  # a client that stopped reading
         finally:
             self._subscribers.discard(sub)
             self.metrics.sse_clients -= 1

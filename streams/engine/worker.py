@@ -352,18 +352,24 @@ class Engine:
         self._positions[partition] = msg.offset + 1
         key: bytes | None = msg.key
         raw: bytes | None = msg.value
-        admitted = self.admission.admit(msg.topic, partition, msg.offset, key, raw)
+        record_ts = int(msg.timestamp * 1000) if msg.timestamp else None
+        admitted = self.admission.admit(msg.topic, partition, msg.offset, key, raw, (), record_ts)
         if isinstance(admitted, DeadLetter):
             # Original headers are copied only for the rare refused record.
             letter = replace(admitted, original_headers=_headers(msg.headers))
             return [await self._dead_letter(letter)]
         assert key is not None  # admitted records have a key
         ev = admitted
-        if msg.timestamp:
-            self.metrics.observe_skew(ev.node, ev.ts - int(msg.timestamp * 1000))
+        if record_ts is not None:
+            self.metrics.observe_skew(ev.node, ev.ts - record_ts)
         state = self._read(key)
         try:
             folded = fold_event(state, ev, self.policy)
+            # Encoding sits inside the guard too: a value the codec cannot write is
+            # dead-lettered like a fold bug, never raised into the agent (D81).
+            encoded = encode_state(folded.state, internal=True)
+            public = _public(folded.state) if folded.events else None
+            changes = [encode_binding_event(be) for be in folded.events]
         except Exception as exc:  # the policy turns a fold bug into a dead letter
             letter = self.admission.fold_failed(
                 msg.topic, partition, msg.offset, key, raw, exc, _headers(msg.headers)
@@ -381,20 +387,18 @@ class Engine:
             return [await self._send(self.bindings_topic, key, _public(state), out)]
         new = folded.state
         self.table.last_changelog = None
-        self.table[key] = encode_state(new, internal=True)  # a new value, never mutated (trap 1)
+        self.table[key] = encoded  # a new value, never mutated (trap 1)
         self._remember(key, new)
         futures: list[asyncio.Future[Any]] = []
         changelog = self.table.last_changelog
         if changelog is not None:
             futures.append(changelog)
         if folded.events:
-            futures.append(await self._send(self.bindings_topic, key, _public(new), out))
+            futures.append(await self._send(self.bindings_topic, key, public, out))
             self.metrics.publish_to_bindings.observe(max(0, self.now_ms() - ev.ts) / 1000)
-            for be in folded.events:
+            for be, change in zip(folded.events, changes, strict=True):
                 self.metrics.binding_events[be.event] += 1
-                futures.append(
-                    await self._send(self.events_topic, key, encode_binding_event(be), out)
-                )
+                futures.append(await self._send(self.events_topic, key, change, out))
             self.planner.observe(partition, key, new)
         return futures
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from schemas.events import PROCESS_SEPARATOR
+from streams.frontend.tables import address_matcher
 from streams.frontend.users import UserFileError, load_users, users_path
 from streams.metrics.frontend import MULTIPROC_ENV
 from streams.settings import Settings, SettingsError
@@ -88,9 +89,19 @@ def check(settings: Settings) -> None:
         "sip_ban_failures",
         "sip_ack_timeout_ms",
         "sip_retry_after_s",
+        "sip_reject_budget",
+        "sip_reject_window_s",
+        "sip_tcp_max_connections",
+        "sip_tcp_max_per_address",
+        "sip_tcp_message_timeout_s",
     ):
         if getattr(settings, name) < 1:
             raise SettingsError(f"REGSTATE_{name.upper()} must be at least 1")
+    for name in ("sip_ban_exempt", "sip_trusted_proxies"):
+        try:
+            address_matcher(getattr(settings, name))
+        except ValueError as exc:
+            raise SettingsError(f"REGSTATE_{name.upper()}: {exc}") from exc
     if (
         not 1
         <= settings.sip_min_expires
@@ -247,7 +258,7 @@ def prepare(settings: Settings, process_index: int | None = None) -> Prepared:
     from streams.frontend.eventlog import KafkaEventLog
     from streams.frontend.node import FrontendNode
     from streams.frontend.registrar import ExpiryPolicy, Registrar
-    from streams.frontend.tables import SourceLimiter
+    from streams.frontend.tables import RejectBudget, SourceLimiter
     from streams.sip.digest import DigestAuthenticator, NonceIssuer
 
     check(settings)
@@ -276,7 +287,13 @@ def prepare(settings: Settings, process_index: int | None = None) -> Prepared:
             settings.sip_default_expires, settings.sip_min_expires, settings.sip_max_expires
         ),
         frozenset(d.strip().lower() for d in settings.sip_domains.split(",") if d.strip()),
+        settings.fold_policy(),
     )
+    if not settings.sip_domains.strip():
+        log.warning(
+            "REGSTATE_SIP_DOMAINS is empty: REGISTERs for ANY domain are accepted. "
+            "Development only: set it to the domains this registrar serves."
+        )
     event_log = KafkaEventLog(settings)
     node = FrontendNode(
         node_id=node_name(settings, process_index),
@@ -287,7 +304,10 @@ def prepare(settings: Settings, process_index: int | None = None) -> Prepared:
             settings.sip_rate_burst,
             settings.sip_ban_failures,
             settings.sip_ban_s * 1000,
+            exempt=address_matcher(settings.sip_ban_exempt),
         ),
+        trusted_proxy=address_matcher(settings.sip_trusted_proxies),
+        reject_budget=RejectBudget(settings.sip_reject_budget, settings.sip_reject_window_s * 1000),
         ack_timeout_s=settings.sip_ack_timeout_ms / 1000,
         retry_after_s=settings.sip_retry_after_s,
         source_key=(lambda ip, port: f"{ip}:{port}")

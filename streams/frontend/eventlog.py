@@ -10,7 +10,11 @@ order. Each append returns a future that resolves when the broker acknowledged
 the record with acks=all, or fails; the node sends a 200 only after that.
 
 While Kafka cannot be reached at start, :attr:`ready` is false and the node
-answers 503; the producer is retried in the background.
+answers 503; the producer is retried in the background. :attr:`healthy` (what
+``/readyz`` reports, D88) is also false after a record failed, or while the
+oldest record in flight has waited longer than the ack timeout, until the next
+acknowledgement: the node keeps trying (that is how it notices Kafka is back),
+and a load balancer sends phones elsewhere meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
+from collections import deque
 from typing import Any, Final, Protocol
 
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
@@ -32,6 +38,9 @@ from streams.settings import Settings, SettingsError
 log = logging.getLogger("regstate.frontend")
 
 RETRY_START_S: Final = 1.0
+MAX_QUEUED: Final = 10_000
+"""Events waiting for the producer; past it an append fails at once (the node answers
+503) instead of the queue growing while Kafka is slow (D86)."""
 REQUEST_TIMEOUT_MS: Final = 10_000
 """A record not acknowledged within this fails (the node has long answered 503 by then)."""
 
@@ -44,6 +53,11 @@ class EventLog(Protocol):
         """Appends can currently succeed (a producer is connected)."""
         ...
 
+    @property
+    def healthy(self) -> bool:
+        """Ready, and the last record was acknowledged with none stuck since (``/readyz``)."""
+        ...
+
     def append(self, event: RegistrationEvent) -> asyncio.Future[None]:
         """Queue ``event``; the future resolves once it is durable in the log."""
         ...
@@ -52,8 +66,16 @@ class EventLog(Protocol):
 class KafkaEventLog:
     """An :class:`EventLog` on regstate.registrations (see the module docstring)."""
 
-    def __init__(self, settings: Settings, client_id: str = "regstate-frontend") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client_id: str = "regstate-frontend",
+        stall_s: float | None = None,
+    ) -> None:
         self.settings = settings
+        self.stall_s = settings.sip_ack_timeout_ms / 1000 if stall_s is None else stall_s
+        self._failing = False
+        self._inflight: deque[float] = deque()
         self.topic = settings.topic(REGISTRATIONS)
         self._client_id = client_id
         self._producer: EventPublisher | None = None
@@ -69,9 +91,20 @@ class KafkaEventLog:
         """A producer is started and the topic has the table's partition count."""
         return self._producer is not None
 
+    @property
+    def healthy(self) -> bool:
+        """See the module docstring: flips on a failure or a stall, back on the next ack."""
+        if self._producer is None or self._failing:
+            return False
+        return not self._inflight or time.monotonic() - self._inflight[0] <= self.stall_s
+
     def append(self, event: RegistrationEvent) -> asyncio.Future[None]:
         """Queue one event in order; see the module docstring."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._queue.qsize() >= MAX_QUEUED:
+            self.failed += 1
+            future.set_exception(ConnectionError(f"{MAX_QUEUED} events already queued"))
+            return future
         self._queue.put_nowait((event, future))
         return future
 
@@ -135,12 +168,23 @@ class KafkaEventLog:
             try:
                 delivery = await producer.append(event)
             except (KafkaError, ValueError) as exc:
+                self._failing = True
                 self._settle(future, exc)
                 continue
+            self._inflight.append(time.monotonic())
             delivery.add_done_callback(functools.partial(self._delivered, future=future))
 
     def _delivered(self, delivery: asyncio.Future[Any], *, future: asyncio.Future[None]) -> None:
         exc = delivery.exception() if not delivery.cancelled() else ConnectionError("cancelled")
+        if self._inflight:
+            self._inflight.popleft()  # acks come in order per partition: close enough
+        if exc is None:
+            if self._failing:
+                log.info("event log acknowledged again: ready")
+            self._failing = False
+        elif not self._failing:
+            self._failing = True
+            log.warning("event log failing (%s): not ready", exc)
         self._settle(future, exc)
 
     def _settle(self, future: asyncio.Future[None], exc: BaseException | None) -> None:

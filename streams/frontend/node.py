@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import re
@@ -42,6 +43,7 @@ from streams.frontend.tables import (
     Answered,
     LocalBinding,
     LocalBindings,
+    RejectBudget,
     SourceLimiter,
     TransactionCache,
     TransactionKey,
@@ -98,6 +100,9 @@ class NodeStats:
     expired: int = 0
     flows_lost: int = 0
     tcp_closed: int = 0
+    tcp_refused: int = 0
+    tcp_timeouts: int = 0
+    pongs: int = 0
 
     rejects: dict[str, int] = field(default_factory=dict)
     """REGISTERs refused, by reason (the reject event's)."""
@@ -124,6 +129,11 @@ class FrontendNode:
         retry_after_s: int = RETRY_AFTER_S,
         max_bytes: int = MAX_MESSAGE_BYTES,
         source_key: Callable[[str, int], str] | None = None,
+        trusted_proxy: Callable[[str], bool] | None = None,
+        reject_budget: RejectBudget | None = None,
+        tcp_max_connections: int = 2000,
+        tcp_max_per_address: int = 50,
+        tcp_message_timeout_s: float = 10.0,
     ) -> None:
         self.node_id = node_id
         self.registrar = registrar
@@ -136,6 +146,15 @@ class FrontendNode:
         self.max_bytes = max_bytes
         # Limits are per source IP; tests on loopback key them by IP and port instead.
         self.source_key = source_key or (lambda ip, _port: ip)
+        # Proxies and load balancers whose relayed requests are limited per original
+        # source (the bottom Via), not per proxy address (D85).
+        self.trusted_proxy = trusted_proxy or (lambda _ip: False)
+        self.reject_budget = reject_budget or RejectBudget(5, 60_000)
+        self.tcp_max_connections = tcp_max_connections
+        self.tcp_max_per_address = tcp_max_per_address
+        self.tcp_message_timeout_s = tcp_message_timeout_s
+        self._tcp_open = 0
+        self._tcp_per_address: dict[str, int] = {}
         self.transactions = TransactionCache()
         self.bindings = LocalBindings()
         self.stats = NodeStats()
@@ -203,7 +222,9 @@ class FrontendNode:
 
     def datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         """A UDP datagram arrived (called by the protocol)."""
-        if not self.limiter.allow(self.source_key(addr[0], addr[1]), self.now_ms()):
+        if not self.trusted_proxy(addr[0]) and not self.limiter.allow(
+            self.source_key(addr[0], addr[1]), self.now_ms()
+        ):
             return
         udp = self._udp
 
@@ -216,6 +237,17 @@ class FrontendNode:
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         source = Source(peer[0], peer[1], "tcp")
+        address = peer[0]
+        exempt = self.trusted_proxy(address) or self.limiter.exempt(address)
+        if self._tcp_open >= self.tcp_max_connections or (
+            not exempt and self._tcp_per_address.get(address, 0) >= self.tcp_max_per_address
+        ):
+            # D89: refused at accept, before any buffer or task is spent on it.
+            self.stats.tcp_refused += 1
+            writer.transport.abort()
+            return
+        self._tcp_open += 1
+        self._tcp_per_address[address] = self._tcp_per_address.get(address, 0) + 1
         flow = next(self._flows)
 
         def send(response: bytes) -> None:
@@ -223,33 +255,64 @@ class FrontendNode:
                 writer.write(response)
 
         buffer = bytearray()
+        loop = asyncio.get_running_loop()
+        idle_until = loop.time() + TCP_IDLE_S
+        message_until: float | None = None
         try:
             while True:
-                # Phones on TCP send a CRLF keep-alive at least every few minutes
-                # (RFC 5626 section 4.4.1); a silent connection is closed.
-                chunk = await asyncio.wait_for(reader.read(_READ_CHUNK), TCP_IDLE_S)
+                # Idle: phones send a CRLF keep-alive at least every few minutes (RFC
+                # 5626 section 4.4.1); a message once started must be complete within
+                # the message deadline, so a byte a minute cannot hold a connection.
+                deadline = idle_until if message_until is None else message_until
+                chunk = await asyncio.wait_for(
+                    reader.read(_READ_CHUNK), max(0.0, deadline - loop.time())
+                )
                 if not chunk:
                     break
                 buffer += chunk
                 while True:
+                    if buffer.startswith(b"\r\n\r\n"):
+                        del buffer[:4]  # RFC 5626 section 3.5.1: a ping gets a CRLF pong
+                        self.stats.pongs += 1
+                        send(b"\r\n")
+                        idle_until = loop.time() + TCP_IDLE_S
+                        continue
+                    if bytes(buffer) in (b"\r", b"\r\n", b"\r\n\r"):
+                        break  # maybe a ping cut in two: wait for the rest
+                    if buffer.startswith(b"\r\n"):
+                        del buffer[:2]  # a lone CRLF (a pong, or stray): nothing to answer
+                        continue
                     n = frame_stream(buffer, self.max_bytes)
                     if n == 0:
                         break
                     message = bytes(buffer[:n])
                     del buffer[:n]
-                    if message.strip(b"\r\n") == b"":
-                        continue  # RFC 5626 keep-alive
-                    if self.limiter.allow(self.source_key(source.ip, source.port), self.now_ms()):
+                    idle_until = loop.time() + TCP_IDLE_S
+                    if self.trusted_proxy(source.ip) or self.limiter.allow(
+                        self.source_key(source.ip, source.port), self.now_ms()
+                    ):
                         # In order per connection: a phone's REGISTERs stay ordered.
                         await self.handle(message, source, send, stream=True, flow=flow)
+                if buffer and message_until is None:
+                    message_until = loop.time() + self.tcp_message_timeout_s
+                elif not buffer:
+                    message_until = None
                 await writer.drain()
         except FramingError as exc:
             log.info("closing TCP %s:%s: %s", source.ip, source.port, exc)
-        except (ConnectionError, OSError, TimeoutError):
+        except TimeoutError:
+            self.stats.tcp_timeouts += 1
+        except (ConnectionError, OSError):
             pass
         finally:
             writer.close()
             self.stats.tcp_closed += 1
+            self._tcp_open -= 1
+            left = self._tcp_per_address.get(address, 1) - 1
+            if left:
+                self._tcp_per_address[address] = left
+            else:
+                self._tcp_per_address.pop(address, None)
             self._flow_lost(flow)
 
     # ---- requests
@@ -281,6 +344,13 @@ class FrontendNode:
         if request.method == "ACK":
             return
         now = self.now_ms()
+        limit_key = self._limit_key(request, source)
+        if limit_key != self.source_key(source.ip, source.port) and not self.limiter.allow(
+            limit_key, now
+        ):
+            return  # relayed by a trusted proxy: limited per original source
+        if self.limiter.banned(limit_key, _to_user(request), now):
+            return  # D85: this source failed this user's credentials too often
         key: TransactionKey = (
             request.call_id,
             request.cseq,
@@ -301,7 +371,9 @@ class FrontendNode:
         self.transactions.begin(key, now)
         started = time.perf_counter()
         try:
-            response, status, aor = await self._decide_and_log(request, source, now, flow)
+            response, status, aor = await self._decide_and_log(
+                request, source, now, flow, limit_key
+            )
         except Exception:
             log.exception("request failed")
             response, status, aor = self._respond(request, source, 500), 500, None
@@ -311,20 +383,38 @@ class FrontendNode:
         if status == 200 and request.method == "REGISTER":
             self.stats.on_register(time.perf_counter() - started)
 
+    def _limit_key(self, request: SipRequest, source: Source) -> str:
+        """The source rate limits and bans count: the packet's, or for a request relayed
+        by a trusted proxy the original client's (its bottom Via: ``received``, else the
+        sent-by host)."""
+        if not self.trusted_proxy(source.ip) or len(request.vias) < 2:
+            return self.source_key(source.ip, source.port)
+        origin = request.vias[-1]
+        received = next((v for n, v in origin.params if n == "received" and v), None)
+        return self.source_key(received or origin.host, origin.port or 5060)
+
     async def _decide_and_log(
-        self, request: SipRequest, source: Source, now: int, flow: int | None = None
+        self,
+        request: SipRequest,
+        source: Source,
+        now: int,
+        flow: int | None = None,
+        limit_key: str | None = None,
     ) -> tuple[bytes, int, str | None]:
         decision = self.registrar.decide(request)
-        limit_key = self.source_key(source.ip, source.port)
-        if decision.auth_failed and self.limiter.auth_failed(limit_key, now):
-            log.warning("banning %s after repeated authentication failures", source.ip)
+        if limit_key is None:
+            limit_key = self.source_key(source.ip, source.port)
+        user = _to_user(request)
+        if decision.auth_failed and self.limiter.auth_failed(limit_key, user, now):
+            log.warning("banning %s for user %s after repeated auth failures", limit_key, user)
         if decision.kind is None:
             # A challenge keeps its AOR: a phone that never sees the 401 resends the
-            # unauthenticated REGISTER, and those resends are the evidence (D13).
+            # unauthenticated REGISTER, and those resends are the evidence (D13). Not
+            # for a user the table does not know: anyone can send those (D87).
             return (
                 self._respond(request, source, decision.status, decision.headers),
                 decision.status,
-                decision.aor,
+                None if decision.unknown_user else decision.aor,
             )
         if decision.kind == "reject":
             reason = decision.reason or "unknown"
@@ -332,6 +422,20 @@ class FrontendNode:
             self._log_nowait(decision, request, source, now)
             response = self._respond(request, source, decision.status, decision.headers)
             return response, decision.status, decision.aor
+        policy = self.registrar.fold_policy
+        if (
+            policy.max_contacts_policy == "reject"
+            and decision.aor is not None
+            and self.bindings.active_after(
+                decision.aor, decision.granted, wildcard=request.wildcard, now_ms=now
+            )
+            > policy.max_contacts
+        ):
+            # The fold would refuse it against the bindings this node granted (R9, D84):
+            # a 200 here would leave a phone that believes it is registered in no table.
+            refused = Decision(403, (), "reject", "too_many_contacts", decision.aor)
+            self._log_nowait(refused, request, source, now)
+            return self._respond(request, source, 403), 403, decision.aor
         # register: 200 only once the event is durable.
         if not self.event_log.ready:
             return self._unavailable(request, source)
@@ -388,6 +492,10 @@ class FrontendNode:
         now: int,
         reason: str | None = None,
     ) -> None:
+        if decision.aor is not None and not self.reject_budget.take(
+            decision.aor, self.source_key(source.ip, source.port), now
+        ):
+            return  # answered, counted, not logged: a flood writes no log (D87)
         if not self.event_log.ready:
             self.stats.event_failures += 1
             return
@@ -409,6 +517,8 @@ class FrontendNode:
             due_at = self.bindings.next_due()
             now = self.now_ms()
             wait = 1.0 if due_at is None else max(0.0, min(1.0, (due_at - now) / 1000))
+            if not self.event_log.healthy:
+                wait = 1.0  # failed expires are due again at once: retry once a second
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), wait)
@@ -457,7 +567,22 @@ class FrontendNode:
             contact=binding.uri if kind == "expire" else binding.key,
             reason=reason,
         )
-        self.event_log.append(event).add_done_callback(self._count_event)
+        future = self.event_log.append(event)
+        future.add_done_callback(self._count_event)
+        if kind == "expire":
+            # A due binding whose expire event failed is kept and tried again (D88).
+            future.add_done_callback(functools.partial(self._expire_sent, binding))
+
+    def _expire_sent(self, binding: LocalBinding, future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self.bindings.restore(binding)
+
+
+def _to_user(request: SipRequest) -> str:
+    """The user part of the To URI as sent (the ban key's user; no canonicalization)."""
+    uri = request.to.uri
+    rest = uri.split(":", 1)[-1]
+    return rest.split("@", 1)[0][:64] if "@" in rest else ""
 
 
 def _consume(future: asyncio.Future[None]) -> None:

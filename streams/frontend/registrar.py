@@ -12,7 +12,9 @@ event. What it guarantees:
   Contact); otherwise 400.
 * A decision whose kind is ``reject`` names a short machine reason:
   ``auth_failed``, ``forbidden``, ``interval_too_brief``, ``bad_wildcard``,
-  ``bad_extension``. A plain challenge (no credentials, or a stale nonce) is
+  ``bad_extension``, ``too_many_contacts`` (403: more Contacts than the fold's
+  cap, or than this node's own bindings leave room for under the ``reject`` policy).
+  A plain challenge (no credentials, or a stale nonce) is
   not a final outcome for the phone and logs nothing.
 """
 
@@ -21,13 +23,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from processors.fold import bindings_requested
+from processors.policy import DEFAULT_POLICY, FoldPolicy
 from processors.sipuri import AorError, canonical_aor
 from schemas import ContactEntry, RegistrationEvent, Source, event_id
 from streams.sip.digest import AuthOutcome, DigestAuthenticator
 from streams.sip.message import SipRequest
 from streams.sip.response import ALLOW
 
+MAX_AOR_CHARS: Final = 256
+"""Longest canonical AOR accepted (parameters are dropped, so real AORs are short)."""
+MAX_REQUEST_CONTACTS: Final = 64
+"""Contacts one REGISTER may carry at all (a hard cap above any sane ``max_contacts``)."""
 SUPPORTED: Final = ("path",)
+_canonical_aor = canonical_aor.__wrapped__
 """Option tags this registrar implements (RFC 3327 Path); a Require of any other is 420."""
 
 
@@ -59,7 +68,9 @@ class Decision:
     aor: str | None = None
     granted: tuple[ContactEntry, ...] = ()
     auth_failed: bool = False
-    """Credentials were presented and were wrong (feeds the per-source ban)."""
+    """Credentials carrying a valid nonce of ours were wrong (feeds the ban, D85)."""
+    unknown_user: bool = False
+    """The AOR's user is not in the user table: nothing about it is logged (D87)."""
 
 
 def aor_user(aor: str) -> str | None:
@@ -81,12 +92,18 @@ class Registrar:
         auth: DigestAuthenticator,
         policy: ExpiryPolicy,
         domains: frozenset[str] = frozenset(),
+        fold_policy: FoldPolicy = DEFAULT_POLICY,
     ) -> None:
-        """``domains``: lower-case hosts whose AORs are accepted; empty accepts any."""
+        """``domains``: lower-case hosts whose AORs are accepted; empty accepts any.
+
+        ``fold_policy``: the engine's (the same Settings), so the contact cap this
+        registrar answers with is the one the fold applies (R9, D84).
+        """
         policy.validate()
         self.auth = auth
         self.policy = policy
         self.domains = domains
+        self.fold_policy = fold_policy
 
     def decide(self, request: SipRequest) -> Decision:
         """The outcome of one request that is not a retransmission."""
@@ -102,10 +119,13 @@ class Registrar:
         if request.method != "REGISTER":
             return Decision(405, (("Allow", ALLOW),))
         try:
-            aor = canonical_aor(request.to.uri)
+            # Uncached: this runs before authentication, and the engine's 65,536-entry
+            # cache would keep every attacker's To URI (D86).
+            aor = _canonical_aor(request.to.uri)
         except AorError:
             return Decision(400, reason="invalid_aor")
-        if aor.startswith("tel:"):
+        if aor.startswith("tel:") or len(aor) > MAX_AOR_CHARS:
+            # Within the codec's limit (1,024), with room: the event must decode (D86).
             return Decision(400, reason="invalid_aor")
         if self.domains and aor_host(aor) not in self.domains:
             # RFC 3261 section 10.3 step 3: an AOR outside our domains is not found.
@@ -118,12 +138,21 @@ class Registrar:
             )
 
         result = self.auth.verify("REGISTER", request.uri, request.header_values("authorization"))
+        # The AOR's user, not the claimed one: a user the table does not know is an
+        # AOR nobody can register, and anyone can send those (D87).
+        unknown = aor_user(aor) not in self.auth.users
         if result.outcome is AuthOutcome.ABSENT or result.outcome is AuthOutcome.STALE:
             stale = result.outcome is AuthOutcome.STALE
-            return Decision(401, self._challenge(stale), aor=aor)
+            return Decision(401, self._challenge(stale), aor=aor, unknown_user=unknown)
         if result.outcome is AuthOutcome.FAILED:
             return Decision(
-                401, self._challenge(False), "reject", "auth_failed", aor, auth_failed=True
+                401,
+                self._challenge(False),
+                None if unknown else "reject",
+                None if unknown else "auth_failed",
+                aor,
+                auth_failed=result.nonce_ours,
+                unknown_user=unknown,
             )
         if result.username != aor_user(aor):
             return Decision(403, (), "reject", "forbidden", aor)
@@ -132,6 +161,10 @@ class Registrar:
             if request.expires != 0:
                 return Decision(400, (), "reject", "bad_wildcard", aor)
             return Decision(200, kind="register", aor=aor)
+        if len(request.contacts) > MAX_REQUEST_CONTACTS:
+            # A hard per-request cap, whatever the policy: the fold would refuse it,
+            # and granting costs work per Contact.
+            return Decision(403, (), "reject", "too_many_contacts", aor)
         granted: list[ContactEntry] = []
         for contact in request.contacts:
             asked = contact.expires if contact.expires is not None else request.expires
@@ -154,6 +187,9 @@ class Registrar:
                     reg_id=contact.reg_id,
                 )
             )
+        if bindings_requested(tuple(granted)) > self.fold_policy.max_contacts:
+            # The fold refuses such a request against any state (R9): answer it so.
+            return Decision(403, (), "reject", "too_many_contacts", aor)
         return Decision(200, kind="register", aor=aor, granted=tuple(granted))
 
     def _challenge(self, stale: bool) -> tuple[tuple[str, str], ...]:
@@ -196,5 +232,16 @@ def build_event(
         path=tuple(p.render() for p in request.path),
         status=None if is_register else decision.status,
         reason=None if is_register else (reason or decision.reason),
-        raw=request.raw_without_credentials(),
+        raw=_raw_for(kind, request.raw_without_credentials()),
     )
+
+
+MAX_REJECT_RAW: Final = 1024
+"""Bytes of the request kept in a ``reject`` event (D87): the start line and the first
+headers say what was refused; a 7.6 KB copy per refused packet only fills the log."""
+
+
+def _raw_for(kind: str, raw: str) -> str:
+    if kind == "register" or len(raw) <= MAX_REJECT_RAW:
+        return raw
+    return raw.encode("utf-8")[:MAX_REJECT_RAW].decode("utf-8", errors="ignore")

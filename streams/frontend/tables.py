@@ -8,8 +8,9 @@ of new Call-IDs or source addresses costs memory up to the cap and no more.
 from __future__ import annotations
 
 import heapq
+import ipaddress
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -33,6 +34,14 @@ PENDING: Final = None
 """Marker for a request being processed (its response not sent yet)."""
 
 
+def _entry_bytes(key: TransactionKey, value: Answered | None) -> int:
+    """About what one cache entry holds (strings, response bytes, and the objects)."""
+    size = 200 + len(key[0]) + len(key[2]) + len(key[3])
+    if value is not None:
+        size += len(value.response) + (len(value.aor) if value.aor else 0)
+    return size
+
+
 class TransactionCache:
     """Final responses by transaction, kept ``ttl_ms`` (UDP non-INVITE Timer J: 64*T1 = 32 s).
 
@@ -40,9 +49,15 @@ class TransactionCache:
     ``found`` true) for a request in progress, or reports not found.
     """
 
-    def __init__(self, ttl_ms: int = 32_000, max_entries: int = 100_000) -> None:
+    def __init__(
+        self, ttl_ms: int = 32_000, max_entries: int = 100_000, max_bytes: int = 64 << 20
+    ) -> None:
+        """Bounded by entries and by bytes (D86): a response echoes the request's Via,
+        From, To and Call-ID, so an entry may hold 8 KiB; 100k such are 1 GiB."""
         self.ttl_ms = ttl_ms
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._entries: OrderedDict[TransactionKey, tuple[int, Answered | None]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -65,10 +80,18 @@ class TransactionCache:
         self._put(key, now_ms, answered)
 
     def _put(self, key: TransactionKey, now_ms: int, value: Answered | None) -> None:
-        self._entries.pop(key, None)
+        self._drop(key)
         self._entries[key] = (now_ms + self.ttl_ms, value)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self.bytes += _entry_bytes(key, value)
+        while len(self._entries) > self.max_entries or (
+            self.bytes > self.max_bytes and len(self._entries) > 1
+        ):
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: TransactionKey) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= _entry_bytes(key, entry[1])
 
     def _expire(self, now_ms: int) -> None:
         # Entries are in insertion order with one TTL, so expired ones are at the front.
@@ -76,14 +99,18 @@ class TransactionCache:
             key, (until, _) = next(iter(self._entries.items()))
             if until > now_ms:
                 break
-            del self._entries[key]
+            self._drop(key)
 
 
 class SourceLimiter:
-    """Per source IP: a token bucket, and a ban after repeated authentication failures.
+    """Per source: a token bucket; per source and user: a ban after repeated auth failures.
 
     ``allow`` is called before a datagram is parsed, so a flooding address costs
-    one dict lookup per packet and cannot use up the node for the others.
+    one dict lookup per packet and cannot use up the node for the others. Bans are
+    keyed by (source, AOR user) and count only failures whose credentials carried a
+    valid nonce of ours (D85): garbage from one address cannot silence the other
+    phones behind it, nor a user's phone at another address. Sources in ``exempt``
+    (known NAT addresses of call centres) are never banned.
     """
 
     def __init__(
@@ -93,34 +120,31 @@ class SourceLimiter:
         ban_failures: int,
         ban_ms: int,
         max_sources: int = 100_000,
+        exempt: Callable[[str], bool] | None = None,
     ) -> None:
         self.rate_per_ms = rate_per_s / 1000.0
         self.burst = float(burst)
         self.ban_failures = ban_failures
         self.ban_ms = ban_ms
         self.max_sources = max_sources
+        self.exempt = exempt or (lambda _source: False)
         self._buckets: OrderedDict[str, list[float]] = OrderedDict()
-        self._failures: dict[str, deque[int]] = {}
-        self._banned: dict[str, int] = {}
+        self._failures: OrderedDict[tuple[str, str], deque[int]] = OrderedDict()
+        self._banned: OrderedDict[tuple[str, str], int] = OrderedDict()
         self.dropped = 0
         self.bans = 0
+        self.banned_drops = 0
 
-    def allow(self, ip: str, now_ms: int) -> bool:
-        """Whether a packet from ``ip`` may be processed now (takes one token)."""
-        until = self._banned.get(ip)
-        if until is not None:
-            if now_ms < until:
-                self.dropped += 1
-                return False
-            del self._banned[ip]
-        bucket = self._buckets.get(ip)
+    def allow(self, source: str, now_ms: int) -> bool:
+        """Whether a packet from ``source`` may be processed now (takes one token)."""
+        bucket = self._buckets.get(source)
         if bucket is None:
             bucket = [self.burst, float(now_ms)]
-            self._buckets[ip] = bucket
+            self._buckets[source] = bucket
             if len(self._buckets) > self.max_sources:
                 self._buckets.popitem(last=False)
         else:
-            self._buckets.move_to_end(ip)
+            self._buckets.move_to_end(source)
             bucket[0] = min(self.burst, bucket[0] + (now_ms - bucket[1]) * self.rate_per_ms)
             bucket[1] = float(now_ms)
         if bucket[0] < 1.0:
@@ -129,24 +153,68 @@ class SourceLimiter:
         bucket[0] -= 1.0
         return True
 
-    def auth_failed(self, ip: str, now_ms: int) -> bool:
-        """Count a failure; True when it bans ``ip`` for ``ban_ms``."""
-        window = self._failures.setdefault(ip, deque())
+    def auth_failed(self, source: str, user: str, now_ms: int) -> bool:
+        """Count a failure (valid nonce, wrong digest); True when it bans (source, user)."""
+        if self.exempt(source):
+            return False
+        key = (source, user)
+        window = self._failures.get(key)
+        if window is None:
+            window = self._failures[key] = deque()
+            if len(self._failures) > self.max_sources:
+                self._failures.popitem(last=False)
         window.append(now_ms)
         while window and window[0] <= now_ms - self.ban_ms:
             window.popleft()
-        if len(self._failures) > self.max_sources:
-            self._failures.pop(next(iter(self._failures)))
         if len(window) >= self.ban_failures:
-            self._banned[ip] = now_ms + self.ban_ms
-            del self._failures[ip]
+            self._banned[key] = now_ms + self.ban_ms
+            self._banned.move_to_end(key)
+            if len(self._banned) > self.max_sources:
+                self._banned.popitem(last=False)
+            del self._failures[key]
             self.bans += 1
             return True
         return False
 
-    def banned(self, ip: str, now_ms: int) -> bool:
-        """Whether ``ip`` is banned at ``now_ms``."""
-        return self._banned.get(ip, 0) > now_ms
+    def banned(self, source: str, user: str, now_ms: int) -> bool:
+        """Whether (source, user) is banned at ``now_ms`` (counts the drop if so)."""
+        key = (source, user)
+        until = self._banned.get(key)
+        if until is None:
+            return False
+        if now_ms >= until:
+            del self._banned[key]
+            return False
+        self.banned_drops += 1
+        return True
+
+
+def address_matcher(spec: str) -> Callable[[str], bool]:
+    """A predicate for ``10.0.0.0/8,192.0.2.7``-style lists (IPv4/IPv6 addresses or networks).
+
+    A source key of the ``ip_port`` form (``ip:port``) matches by its address.
+    Raises ValueError naming a bad entry.
+    """
+    nets = []
+    for item in (x.strip() for x in spec.split(",")):
+        if item:
+            try:
+                nets.append(ipaddress.ip_network(item, strict=False))
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an IP address or network") from exc
+    if not nets:
+        return lambda _source: False
+
+    def matches(source: str) -> bool:
+        for host in (source, source.rsplit(":", 1)[0]):  # ip, or ip:port
+            try:
+                ip = ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                continue
+            return any(ip in net for net in nets)
+        return False
+
+    return matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +302,30 @@ class LocalBindings:
             if b.expires_at > now_ms
         ]
 
+    def active_after(
+        self, aor: str, contacts: Iterable[ContactEntry], *, wildcard: bool, now_ms: int
+    ) -> int:
+        """How many of the AOR's bindings on this node would be active after applying
+        ``contacts`` at ``now_ms`` (the fold's R9 count, as far as this node knows)."""
+        keys = (
+            set()
+            if wildcard
+            else {k for k, b in self._by_aor.get(aor, {}).items() if b.expires_at > now_ms}
+        )
+        for contact in contacts:
+            if contact.expires == 0:
+                keys.discard(binding_key(contact))
+            else:
+                keys.add(binding_key(contact))
+        return len(keys)
+
+    def restore(self, binding: LocalBinding) -> None:
+        """Put back a due binding whose expire event failed, unless it was set again since."""
+        table = self._by_aor.setdefault(binding.aor, {})
+        if binding.key not in table:
+            table[binding.key] = binding
+            heapq.heappush(self._heap, (binding.expires_at, binding.aor, binding.key))
+
     def next_due(self) -> int | None:
         """The earliest expiry in the heap (possibly of a binding since refreshed)."""
         return self._heap[0][0] if self._heap else None
@@ -267,3 +359,36 @@ class LocalBindings:
                 del self._by_aor[aor]
             lost.append(binding)
         return lost
+
+
+class RejectBudget:
+    """At most ``budget`` reject events per (AOR, source) per window (D87).
+
+    A resent or repeated failing REGISTER is answered every time, but only the
+    first few of each window reach the permanent log; the rest are counted. The
+    health thresholds (3 auth failures, 3 retransmissions) fit in the default 5.
+    Bounded: the oldest (AOR, source) pairs go first past ``max_entries``.
+    """
+
+    def __init__(self, budget: int, window_ms: int, max_entries: int = 100_000) -> None:
+        self.budget = budget
+        self.window_ms = window_ms
+        self.max_entries = max_entries
+        self._spent: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
+        self.suppressed = 0
+
+    def take(self, aor: str, source: str, now_ms: int) -> bool:
+        """True if one more reject event of (aor, source) may be logged now."""
+        key = (aor, source)
+        entry = self._spent.get(key)
+        if entry is None or now_ms - entry[0] >= self.window_ms:
+            self._spent[key] = [now_ms, 1]
+            self._spent.move_to_end(key)
+            if len(self._spent) > self.max_entries:
+                self._spent.popitem(last=False)
+            return True
+        if entry[1] < self.budget:
+            entry[1] += 1
+            return True
+        self.suppressed += 1
+        return False

@@ -1,6 +1,7 @@
 """The front-end's HTTP endpoints: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz``.
 
-``/readyz`` is 200 only while the node's event log is connected: a node that
+``/readyz`` is 200 only while the node's event log is healthy (connected, the
+last record acknowledged, none stuck past the ack timeout; D88): a node that
 cannot log answers every REGISTER with 503, so a load balancer or an SRV health
 check should send phones elsewhere. ``/healthz`` is 200 while the process runs.
 """
@@ -59,7 +60,7 @@ async def start_web(
         return web.Response(body=orjson.dumps({"status": "ok"}), content_type="application/json")
 
     async def readyz(request: web.Request) -> web.Response:
-        ready = event_log.ready
+        ready = event_log.healthy
         body = orjson.dumps({"ready": ready, "node": node.node_id})
         return web.Response(
             body=body, status=200 if ready else 503, content_type="application/json"

@@ -37,7 +37,7 @@ HEADER_WORKER: Final = "regstate-worker"
 
 MAX_DETAIL: Final = 500
 
-# Reasons this module adds to the codec's (empty, not_msgpack, trailing_bytes,
+# Reasons this module adds to the codec's (empty, not_msgpack, trailing_bytes, out_of_range,
 # not_a_map, missing_field, mistyped_field, unknown_version, invalid_value).
 MISSING_KEY: Final = "missing_key"
 KEY_MISMATCH: Final = "key_mismatch"
@@ -45,6 +45,15 @@ WRONG_PARTITION: Final = "wrong_partition"
 INVALID_AOR: Final = "invalid_aor"
 NON_CANONICAL_AOR: Final = "non_canonical_aor"
 FOLD_ERROR: Final = "fold_error"
+TS_AHEAD_OF_RECORD: Final = "ts_ahead_of_record"
+
+MAX_TS_AHEAD_OF_RECORD_MS: Final = 86_400_000
+"""An event's ``ts`` may be at most a day after its Kafka record's timestamp (D80).
+
+The broker refuses records stamped more than ``log.message.timestamp.after.max.ms``
+(one hour by default since Kafka 4.0) ahead of its clock, so with this check a
+forged event cannot carry a far-future ts, hence (the codec bounds seq by ts) a
+seq that would hold a node's R5 mark for more than about a day."""
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -84,7 +93,8 @@ class DeadLetterPolicy:
     * it has a key (``missing_key``);
     * its value decodes to a RegistrationEvent this reader knows (the codec's
       reasons: ``empty`` for a null value, ``not_msgpack``, ``not_a_map``,
-      ``unknown_version``, ``missing_field``, ...);
+      ``unknown_version``, ``missing_field``, ``out_of_range``, ...);
+    * its ts is at most a day after the record's timestamp (``ts_ahead_of_record``);
     * its AOR is a SIP/SIPS/tel URI in canonical form, R1 (``invalid_aor``,
       ``non_canonical_aor``): the key is the table key, and two spellings of one
       AOR must not become two AORs;
@@ -107,8 +117,12 @@ class DeadLetterPolicy:
         key: bytes | None,
         value: bytes | None,
         headers: Headers = (),
+        record_ts_ms: int | None = None,
     ) -> RegistrationEvent | DeadLetter:
-        """The event to fold, or the DeadLetter that replaces it. Never raises."""
+        """The event to fold, or the DeadLetter that replaces it. Never raises.
+
+        ``record_ts_ms`` is the Kafka record's timestamp (None: a file, no check).
+        """
 
         def refuse(reason: str, detail: str) -> DeadLetter:
             return DeadLetter(topic, partition, offset, key, value, reason, detail, headers)
@@ -118,6 +132,12 @@ class DeadLetterPolicy:
         decoded = decode_event(value)
         if isinstance(decoded, Rejection):
             return refuse(decoded.reason, decoded.detail)
+        if record_ts_ms is not None and decoded.ts > record_ts_ms + MAX_TS_AHEAD_OF_RECORD_MS:
+            return refuse(
+                TS_AHEAD_OF_RECORD,
+                f"ts {decoded.ts} is {decoded.ts - record_ts_ms} ms after the record's "
+                f"timestamp {record_ts_ms} (limit {MAX_TS_AHEAD_OF_RECORD_MS})",
+            )
         aor = decoded.aor
         try:
             canonical = canonical_aor(aor)

@@ -380,7 +380,13 @@ class RegistrationsReader:
                                 self._probe(plan, r, progress)
                             continue
                         got = policy.admit(
-                            topic, r.partition, r.offset, r.key, r.value, r.headers or ()
+                            topic,
+                            r.partition,
+                            r.offset,
+                            r.key,
+                            r.value,
+                            r.headers or (),
+                            r.timestamp if r.timestamp >= 0 else None,
                         )
                         if isinstance(got, DeadLetter):
                             self._bad(BadRecord(r.partition, r.offset, got.reason, got.detail))

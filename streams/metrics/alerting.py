@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from prometheus_client.core import Metric
@@ -45,6 +45,12 @@ RECORDS = Family(
 DECODE_ERRORS = Family(
     "regstate_alerting_decode_errors_total", "counter", "Records skipped, by input.", ("input",)
 )
+SKIPPED = Family(
+    "regstate_alerting_skipped_total",
+    "counter",
+    "Records skipped, by input and reason (D82).",
+    ("input", "reason"),
+)
 WATERMARK = Family(
     "regstate_alerting_watermark_timestamp_seconds", "gauge", "Event-time watermark."
 )
@@ -65,6 +71,7 @@ FAMILIES: Final = (
     GROUP_DOWN,
     RECORDS,
     DECODE_ERRORS,
+    SKIPPED,
     WATERMARK,
     INPUT_IDLE,
     SINK_ERRORS,
@@ -88,6 +95,7 @@ class Snapshot:
     webhook_failures: int
     webhook_pending: int
     ready: bool
+    skipped: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 class _AlertingCollector(Collector):
@@ -116,6 +124,10 @@ class _AlertingCollector(Collector):
             for role, n in sorted(by_input.items()):
                 c.add_metric([role], n)
             yield c
+        c = SKIPPED.counter()
+        for (role, reason), n in sorted(s.skipped.items()):
+            c.add_metric([role, reason], n)
+        yield c
         for gfam, value in (
             (WATERMARK, s.watermark_ms / 1000),
             (INPUT_IDLE, s.idle_s),

@@ -25,12 +25,14 @@ _C = (
     ("events_pushed", Family("regstate_dialer_events_pushed_total", "counter",
                              "Binding events sent to SSE clients.")),
     ("sse_dropped", Family("regstate_dialer_sse_dropped_total", "counter",
-                           "SSE clients cut for falling behind.")),
+                           "SSE clients cut for falling behind or not reading.")),
     ("phones_refreshes", Family("regstate_dialer_phones_refreshes_total", "counter",
                                 "Phones source re-reads applied.")),
     ("phones_refresh_errors", Family("regstate_dialer_phones_refresh_errors_total", "counter",
                                      "Phones source re-reads that failed (the previous "
                                      "phones stay in use).")),
+    ("sse_refused", Family("regstate_dialer_sse_refused_total", "counter",
+                           "SSE clients refused past the subscriber cap.")),
 )  # fmt: skip
 RESUMED_FROM = Family(
     "regstate_dialer_resumed_from_offset", "gauge", "Stored next offset at start.", ("partition",)
@@ -85,6 +87,7 @@ class DialerMetrics:
     phones_refreshes: int = 0
     phones_refresh_errors: int = 0
     phones_expected: int = 0
+    sse_refused: int = 0
     registry: CollectorRegistry = field(init=False, repr=False)
     apply_lag: Histogram = field(init=False, repr=False)
     """Observed once per applied record, from the writer thread (prometheus_client locks)."""

@@ -46,16 +46,46 @@ COUNTERS: Final = (
                           "Outbound (RFC 5626) bindings whose TCP flow closed.", _NODE)),
     ("tcp_closed", Family("regstate_frontend_tcp_closed_total", "counter",
                           "TCP connections closed.", _NODE)),
+    ("tcp_refused", Family("regstate_frontend_tcp_refused_total", "counter",
+                           "TCP connections refused at accept past a connection cap (D89).",
+                           _NODE)),
+    ("tcp_timeouts", Family("regstate_frontend_tcp_timeouts_total", "counter",
+                            "TCP connections closed idle or mid-message past the deadline.",
+                            _NODE)),
+    ("pongs", Family("regstate_frontend_pongs_total", "counter",
+                     "CRLF pongs sent to double-CRLF keep-alives (RFC 5626 section 3.5.1).",
+                     _NODE)),
 )  # fmt: skip
 """``NodeStats`` attribute -> counter family."""
 RATE_LIMITED = Family(
     "regstate_frontend_rate_limited_total",
     "counter",
-    "Packets dropped by the per-source limit or a ban.",
+    "Packets dropped by the per-source limit.",
     _NODE,
 )
 BANS = Family(
-    "regstate_frontend_bans_total", "counter", "Sources banned after repeated auth failures.", _NODE
+    "regstate_frontend_bans_total",
+    "counter",
+    "(Source, user) pairs banned after repeated auth failures with our nonce (D85).",
+    _NODE,
+)
+BANNED_DROPS = Family(
+    "regstate_frontend_banned_drops_total",
+    "counter",
+    "Requests dropped because their (source, user) pair is banned.",
+    _NODE,
+)
+REJECTS_SUPPRESSED = Family(
+    "regstate_frontend_rejects_suppressed_total",
+    "counter",
+    "Rejects answered but not logged: over the per-AOR and source budget (D87).",
+    _NODE,
+)
+ANY_DOMAIN = Family(
+    "regstate_frontend_any_domain",
+    "gauge",
+    "1 when REGSTATE_SIP_DOMAINS is empty: any domain accepted (development only).",
+    _NODE,
 )
 RESPONSES = Family(
     "regstate_frontend_responses_total",
@@ -81,7 +111,8 @@ BINDINGS = Family(
 EVENT_LOG_READY = Family(
     "regstate_frontend_event_log_ready",
     "gauge",
-    "1 while Kafka can take events (every process of the node).",
+    "1 while Kafka takes the node's events: connected, the last record acknowledged, none "
+    "stuck past the ack timeout (every process of the node; D88).",
     _NODE,
 )
 REGISTER_SECONDS = Family(
@@ -94,6 +125,9 @@ FAMILIES: Final = (
     *(f for _, f in COUNTERS),
     RATE_LIMITED,
     BANS,
+    BANNED_DROPS,
+    REJECTS_SUPPRESSED,
+    ANY_DOMAIN,
     RESPONSES,
     REJECTS,
     EVENTS,
@@ -123,6 +157,13 @@ class FrontendMetrics:
         }
         self.rate_limited = Counter(RATE_LIMITED.base, RATE_LIMITED.help, _NODE, registry=own)
         self.bans = Counter(BANS.base, BANS.help, _NODE, registry=own)
+        self.banned_drops = Counter(BANNED_DROPS.base, BANNED_DROPS.help, _NODE, registry=own)
+        self.rejects_suppressed = Counter(
+            REJECTS_SUPPRESSED.base, REJECTS_SUPPRESSED.help, _NODE, registry=own
+        )
+        self.any_domain = Gauge(
+            ANY_DOMAIN.name, ANY_DOMAIN.help, _NODE, registry=own, multiprocess_mode="livemax"
+        )
         self.responses = Counter(RESPONSES.base, RESPONSES.help, RESPONSES.labels, registry=own)
         self.rejects = Counter(REJECTS.base, REJECTS.help, REJECTS.labels, registry=own)
         self.events = Counter(EVENTS.base, EVENTS.help, EVENTS.labels, registry=own)
@@ -162,6 +203,9 @@ class FrontendMetrics:
             self._add(counter, attr, lb, getattr(s, attr))
         self._add(self.rate_limited, "rate_limited", lb, node.limiter.dropped)
         self._add(self.bans, "bans", lb, node.limiter.bans)
+        self._add(self.banned_drops, "banned_drops", lb, node.limiter.banned_drops)
+        self._add(self.rejects_suppressed, "rejects_suppressed", lb, node.reject_budget.suppressed)
+        self.any_domain.labels(*lb).set(0 if node.registrar.domains else 1)
         for status, n in list(s.answered.items()):
             self._add(self.responses, ("status", status), (*lb, str(status)), n)
         for reason, n in list(s.rejects.items()):
@@ -169,7 +213,7 @@ class FrontendMetrics:
         self._add(self.events, "acked", (*lb, "acked"), s.events)
         self._add(self.events, "failed", (*lb, "failed"), s.event_failures)
         self.bindings.labels(*lb).set(len(node.bindings))
-        self.ready.labels(*lb).set(1 if node.event_log.ready else 0)
+        self.ready.labels(*lb).set(1 if node.event_log.healthy else 0)
 
     def render(self) -> str:
         """The node's exposition: this process's, or every process's of the node."""

@@ -255,6 +255,12 @@ class AuthResult:
     outcome: AuthOutcome
     username: str | None = None
     detail: str = ""
+    nonce_ours: bool = False
+    """The credentials carry a nonce this deployment issued, still within its lifetime.
+    Only such a failure counts toward a ban (D85): anyone can send garbage credentials,
+    but only a client that received our challenge holds a valid nonce."""
+    known_user: bool = False
+    """The claimed user is in the user table (never told to the client, D35)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,23 +334,27 @@ class DigestAuthenticator:
             return AuthResult(AuthOutcome.FAILED, user, "digest uri is not the Request-URI")
         hashes = self.users.get(user)
         known = hashes is not None
+        nonce_check = self.nonces.check(creds.nonce)
+        # Made with our secret (by this process or another of the deployment, D85).
+        ours = nonce_check is NonceCheck.VALID or nonce_check is NonceCheck.OTHER_ISSUER
         ha1 = (hashes if hashes is not None else self._decoy).for_algorithm(creds.algorithm)
         expected = compute_response(
             creds.algorithm, ha1, method, creds.uri, creds.nonce, creds.nc, creds.cnonce
         )
         digest_ok = hmac.compare_digest(expected.encode(), creds.response.encode()) and known
         if not digest_ok:
-            return AuthResult(AuthOutcome.FAILED, user, "wrong credentials")
-        nonce_check = self.nonces.check(creds.nonce)
+            return AuthResult(AuthOutcome.FAILED, user, "wrong credentials", ours, known)
         if nonce_check is NonceCheck.OTHER_ISSUER:
-            return AuthResult(AuthOutcome.STALE, user, "nonce issued by another process or node")
+            return AuthResult(
+                AuthOutcome.STALE, user, "nonce issued by another process or node", ours, known
+            )
         if nonce_check is not NonceCheck.VALID:
-            return AuthResult(AuthOutcome.STALE, user, "nonce expired")
+            return AuthResult(AuthOutcome.STALE, user, "nonce expired", ours, known)
         if not self._first_use((creds.nonce, creds.cnonce, creds.nc)):
             # The same credentials again in a new transaction: a replay, or a phone
             # that does not count nc. Either way a fresh nonce is the answer.
-            return AuthResult(AuthOutcome.STALE, user, "nonce count reused")
-        return AuthResult(AuthOutcome.OK, user)
+            return AuthResult(AuthOutcome.STALE, user, "nonce count reused", ours, known)
+        return AuthResult(AuthOutcome.OK, user, "", ours, known)
 
     def _first_use(self, key: tuple[str, str, str]) -> bool:
         """Record (nonce, cnonce, nc); False if seen within the nonce lifetime."""

@@ -32,6 +32,17 @@ credentials is about 2-3 KiB; DESIGN section 4 keeps at most 8 KiB of ``raw``.
 Anything bigger is refused unread: a registrar has no use for it and a parser
 must not spend time on it."""
 MAX_HEADER_LINES: Final = 64
+# Length caps on what becomes a key, a cache entry or an event field (D86): an AOR
+# taken from To is canonicalized (percent-encoding may triple it) and must stay
+# within the codec's 1,024 characters; a Call-ID keys the transaction cache.
+MAX_TO_CHARS: Final = 1024
+"""The whole To value (display name and parameters included)."""
+MAX_TO_URI_CHARS: Final = 512
+"""The To URI, which becomes the AOR."""
+MAX_CALL_ID_CHARS: Final = 256
+MAX_VIA_CHARS: Final = 512
+MAX_VIAS: Final = 16
+MAX_PATH_ENTRIES: Final = 16
 """Most lines (folded continuation lines included) the header section may have."""
 MAX_CSEQ: Final = 2**31 - 1
 """RFC 3261 section 8.1.1.5: the CSeq number MUST be less than 2**31."""
@@ -797,12 +808,24 @@ def _common(headers: list[tuple[str, str]], method: str | None = None) -> _Commo
             if name in seen:
                 raise SipParseError("appears more than once", display_name(name))
             seen.add(name)
-    vias = tuple(parse_via(v) for v in _list(headers, "via"))
+    via_values = _list(headers, "via")
+    if len(via_values) > MAX_VIAS:
+        raise SipParseError(f"{len(via_values)} values (limit {MAX_VIAS})", "Via")
+    if any(len(v) > MAX_VIA_CHARS for v in via_values):
+        raise SipParseError(f"a value is longer than {MAX_VIA_CHARS} characters", "Via")
+    vias = tuple(parse_via(v) for v in via_values)
     if not vias:
         raise MissingHeader("missing", "Via")
     from_ = parse_name_addr(_required(headers, "from"), "From")
-    to = parse_name_addr(_required(headers, "to"), "To")
+    to_text = _required(headers, "to")
+    if len(to_text) > MAX_TO_CHARS:
+        raise SipParseError(f"longer than {MAX_TO_CHARS} characters", "To")
+    to = parse_name_addr(to_text, "To")
+    if len(to.uri) > MAX_TO_URI_CHARS:
+        raise SipParseError(f"URI longer than {MAX_TO_URI_CHARS} characters", "To")
     call_id = _required(headers, "call-id")
+    if len(call_id) > MAX_CALL_ID_CHARS:
+        raise SipParseError(f"longer than {MAX_CALL_ID_CHARS} characters", "Call-ID")
     if any(ch in _WS for ch in call_id):
         raise SipParseError("holds whitespace", "Call-ID")
     cseq_text = _required(headers, "cseq")
@@ -856,7 +879,10 @@ def _build(
     stream: bool,
 ) -> SipRequest:
     common = _common(headers, method)
-    path = tuple(parse_name_addr(p, "Path") for p in _list(headers, "path"))
+    path_values = _list(headers, "path")
+    if len(path_values) > MAX_PATH_ENTRIES:
+        raise SipParseError(f"{len(path_values)} entries (limit {MAX_PATH_ENTRIES})", "Path")
+    path = tuple(parse_name_addr(p, "Path") for p in path_values)
     supported = tuple(_tokens(_list(headers, "supported"), "Supported"))
     require = tuple(_tokens(_list(headers, "require"), "Require"))
     mf_text = _one(headers, "max-forwards")

@@ -176,3 +176,21 @@ async def test_live_records_wait_until_the_watermark_passes_them() -> None:
     # Stamped after the wall clock (a node clock ahead): taken at once, not held.
     runner._observe("registrations", b"sip:1@x", event(3, 2_500_000))
     assert runner.detector.max_event_ts == 2_500_000
+
+
+def test_binding_events_with_a_bad_time_are_skipped_with_a_reason() -> None:
+    """`ts: "x"` or null stopped `regstate alerting`, again after each restart (D82)."""
+    import orjson
+
+    runner = AlertingRunner(AlertingSettings())
+    good = {
+        "aor": "sip:1@x", "version": 1, "event": "registered", "key": "k", "uri": "sip:k@1",
+        "ts": 1_000, "node": "fe1", "call_id": "c", "cseq": 1, "expires_at": 61_000,
+        "cause": "fe1:1",
+    }  # fmt: skip
+    for bad in ({"ts": "x"}, {"ts": None}, {"ts": 2**64 - 1}, {"node": 5}, {"key": ["k"]}):
+        runner._observe("binding-events", b"sip:1@x", orjson.dumps(good | bad))
+    assert runner._observe("binding-events", b"sip:1@x", orjson.dumps(good)) == 1_000
+    assert runner.decode_errors == {"binding-events": 5}
+    assert runner.skip_reasons[("binding-events", "bad_time")] == 3
+    assert 'reason="bad_time"' in runner.render_metrics()

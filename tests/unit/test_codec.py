@@ -36,7 +36,14 @@ from schemas import (
     event_from_mapping,
     event_id,
 )
-from schemas.codec import MAX_RAW_BYTES, _checked_event, binding_event_from_dict
+from schemas.codec import (
+    MAX_EVENT_CONTACTS,
+    MAX_RAW_BYTES,
+    MAX_SEQ_AHEAD_US,
+    MAX_TS_MS,
+    _checked_event,
+    binding_event_from_dict,
+)
 from tests.strategies import events, wire_mutations
 
 KINDS = ("register", "expire", "reject", "deactivate")
@@ -52,6 +59,7 @@ KNOWN_REASONS = frozenset(
         "unknown_version",
         "mistyped_field",
         "invalid_value",
+        "out_of_range",
     }
 )
 
@@ -813,3 +821,100 @@ def test_an_ending_event_carries_the_one_id_format_and_round_trips(kind: str) ->
     assert isinstance(
         decode_event(encode_event(ev._replace(id=event_id("engine:w1", 18)))), Rejection
     )
+
+
+# --- ranges (D80): a record that decodes can be folded, encoded and stored -------------
+
+OUT_OF_RANGE: list[tuple[str, dict[str, Any]]] = [
+    ("ts", {"ts": 2**64 - 1}),
+    ("ts", {"ts": -1}),
+    ("ts", {"ts": MAX_TS_MS + 1}),
+    ("seq", {"seq": 2**63, "id": f"fe1:{2**63}"}),
+    ("seq", {"seq": -5, "id": "fe1:-5"}),
+    ("cseq", {"cseq": 2**32}),
+    ("cseq", {"cseq": -1}),
+    ("aor", {"aor": "sip:" + "a" * 2000 + "@example.com"}),
+    ("call_id", {"call_id": "c" * 5000}),
+    ("node", {"node": "n" * 300, "id": "n" * 300 + ":42"}),
+    ("user_agent", {"user_agent": "u" * 9000}),
+    ("path", {"path": ["<sip:p@example.com>"] * 33}),
+    ("source", {"source": {"ip": "192.0.2.1", "port": 2**63, "transport": "udp"}}),
+    ("source", {"source": {"ip": "192.0.2.1", "port": 65536, "transport": "udp"}}),
+]
+
+
+@pytest.mark.parametrize(("field", "changes"), OUT_OF_RANGE)
+@pytest.mark.parametrize("kind", KINDS)
+def test_numbers_and_lengths_out_of_range_are_refused(
+    kind: str, field: str, changes: dict[str, Any]
+) -> None:
+    m = wire(kind, **changes)
+    for result in decode_both(m):
+        assert isinstance(result, Rejection), result
+        assert result.reason in {"out_of_range", "mistyped_field"}, result
+    # The detailed validator names the field.
+    checked = _checked_event(m)
+    assert isinstance(checked, Rejection)
+    assert checked.reason == "out_of_range"
+    assert field in checked.detail
+
+
+CONTACT_OUT_OF_RANGE: list[dict[str, Any]] = [
+    {"expires": 2**64 - 1},
+    {"expires": 2**32},
+    {"reg_id": 2**31},
+    {"reg_id": -1},
+    {"q": 1.5},
+    {"uri": "sip:" + "x" * 9000},
+    {"instance": "i" * 9000},
+]
+
+
+@pytest.mark.parametrize("changes", CONTACT_OUT_OF_RANGE)
+def test_contact_fields_out_of_range_are_refused(changes: dict[str, Any]) -> None:
+    m = wire("register")
+    m["contacts"][0].update(changes)
+    assert_rejected(m, "out_of_range")
+
+
+def test_too_many_contacts_or_a_huge_header_expires_are_refused() -> None:
+    m = wire("register")
+    m["contacts"] = [
+        dict(m["contacts"][0], uri=f"sip:{i}@x") for i in range(MAX_EVENT_CONTACTS + 1)
+    ]
+    assert_rejected(m, "out_of_range")
+    assert_rejected(wire("register", expires=2**32), "out_of_range")
+    assert_rejected(wire("reject", status=2**40), "out_of_range")
+
+
+@pytest.mark.parametrize("status", [1, 99, 700])
+def test_a_reject_status_outside_sip_is_refused(status: int) -> None:
+    assert_rejected(wire("reject", status=status), "out_of_range")
+
+
+def test_a_reject_with_no_final_response_seen_decodes() -> None:
+    """Status 0: a HEP capture saw the REGISTER retransmitted but never answered (D54)."""
+    for result in decode_both(wire("reject", status=0, reason="retransmission")):
+        assert isinstance(result, RegistrationEvent) and result.status == 0
+
+
+def test_seq_at_its_bound_decodes_and_one_past_is_refused() -> None:
+    """A seq may run ahead of ts in µs by at most 2**32 (D80): the forged 2**63 cannot pin."""
+    ts = 1_700_000_000_000
+    top = ts * 1000 + MAX_SEQ_AHEAD_US
+    ok = decode_event(packb(wire("register", ts=ts, seq=top, id=f"fe1:{top}")))
+    assert isinstance(ok, RegistrationEvent)
+    assert_rejected(wire("register", ts=ts, seq=top + 1, id=f"fe1:{top + 1}"), "out_of_range")
+
+
+@given(events())
+@settings(max_examples=200, deadline=None)
+def test_every_decoded_event_encodes_folds_and_stores(event: RegistrationEvent) -> None:
+    """Whatever decodes folds and encodes without raising (the worker's encode_state)."""
+    from processors.fold import fold_event
+    from schemas import encode_state
+
+    decoded = decode_event(encode_event(event))
+    assert isinstance(decoded, RegistrationEvent)
+    folded = fold_event(None, decoded)
+    encode_state(folded.state, internal=True)

@@ -138,3 +138,17 @@ def test_admit_never_raises_on_arbitrary_bytes() -> None:
         blob = bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
         result = _admit(key, blob)
         assert isinstance(result, DeadLetter | RegistrationEvent)
+
+
+def test_a_ts_far_after_its_record_timestamp_is_refused() -> None:
+    """D80: ts at most a day after the Kafka record's time, so a forged seq cannot pin R5."""
+    from streams.log.deadletter import MAX_TS_AHEAD_OF_RECORD_MS, TS_AHEAD_OF_RECORD
+
+    key, value, partition = _good()
+    ts = msgpack.unpackb(value)["ts"]
+    near = _policy().admit(TOPIC, partition, 1, key, value, (), ts - MAX_TS_AHEAD_OF_RECORD_MS)
+    assert isinstance(near, RegistrationEvent)
+    far = _policy().admit(TOPIC, partition, 1, key, value, (), ts - MAX_TS_AHEAD_OF_RECORD_MS - 1)
+    assert isinstance(far, DeadLetter) and far.reason == TS_AHEAD_OF_RECORD
+    # A file has no record time: no check.
+    assert isinstance(_policy().admit(TOPIC, partition, 1, key, value), RegistrationEvent)

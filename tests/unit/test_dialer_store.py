@@ -241,3 +241,68 @@ async def test_readyz_and_metrics_before_and_after_catch_up(tmp_path: Path) -> N
     assert "regstate_dialer_records_applied_total 7" in text
     assert 'regstate_dialer_resumed_from_offset{partition="1"} 4' in text
     assert "regstate_dialer_ready 1" in text
+
+
+@pytest.mark.parametrize(
+    "contact",
+    [
+        {"expires_at": 2**63 - 1},
+        {"registered_at": 2**63},
+        {"source": {"ip": "192.0.2.1", "port": 2**63, "transport": "udp"}},
+        {"source": {"ip": "192.0.2.1", "port": -1, "transport": "udp"}},
+        {"user_agent": 5},
+    ],
+)
+def test_numbers_sqlite_cannot_hold_are_refused_before_the_batch(
+    contact: dict[str, object], store: SqliteBindingStore
+) -> None:
+    """A ts or port past int64 raised OverflowError inside the transaction: a crash loop
+    on the same record. Now the record is refused at decode (ValueError/TypeError,
+    counted and skipped by the view) and the batch commits (D82)."""
+    import orjson
+
+    from streams.dialer.store import record_from_json
+
+    good = {"key": "k", "uri": "sip:k@1", "node": "fe1", "expires_at": T0 + 1}
+    good |= {"registered_at": T0, "refreshed_at": T0}
+    value = orjson.dumps({"aor": "sip:1@a", "contacts": [good | contact]})
+    with pytest.raises((ValueError, TypeError)):
+        record_from_json("sip:1@a", value, T0)
+    store.apply_batch(
+        [record_from_json("sip:1@a", orjson.dumps({"aor": "sip:1@a", "contacts": [good]}), T0)],
+        {("t", 0): 1},
+    )
+    assert len(store.lookup_aor("sip:1@a", T0)) == 1
+
+
+async def test_sse_streams_are_capped_and_bad_binding_events_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D86: past the subscriber cap an SSE client gets 503; D82: a binding event that is
+    not one is counted, never raised into the push consumer."""
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from streams.dialer import view
+    from streams.settings import Settings
+
+    monkeypatch.setattr(view, "SSE_MAX_SUBSCRIBERS", 2)
+    service = view.DialerViewService(
+        Settings(), view.sqlite_opener(str(tmp_path / "s.sqlite3")), progress=False
+    )
+    app = web.Application()
+    app.router.add_get("/v1/events", service.h_events)
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+        url = str(server.make_url("/v1/events"))
+        first = await session.get(url)
+        second = await session.get(url)
+        for r in (first, second):
+            assert r.status == 200 and await r.content.readline() == b": subscribed\n"
+        third = await session.get(url)
+        assert third.status == 503 and service.metrics.sse_refused == 1
+        for bad in (b"not json", b'{"aor": 5, "version": 1}', b"[1, 2]", b'{"aor": "sip:1@a"}'):
+            service._push(bad)
+        assert service.metrics.decode_errors == 4
+        for r in (first, second, third):
+            r.close()

@@ -242,3 +242,63 @@ def test_snapshot_only_holds_active_contacts(
     full = snapshot_at(table, at, include_empty=True)
     assert set(full) == set(table)
     assert all(b.expires_at > at for s in full.values() for b in s.contacts)
+
+
+# --- the request-size cap (R9 before any binding is built; D83, D84) -------------------
+
+_POOL = [f"sip:1001@192.0.2.{i}:5060" for i in range(16)]
+_cap_entries = st.lists(
+    st.builds(ContactEntry, uri=st.sampled_from(_POOL), expires=st.sampled_from([0, 60, 3600])),
+    min_size=1,
+    max_size=20,
+)
+_cap_policies = st.builds(
+    FoldPolicy,
+    max_contacts=st.integers(min_value=1, max_value=12),
+    max_contacts_policy=st.sampled_from(["reject", "evict_oldest"]),
+)
+
+
+def _request(entries: list[ContactEntry], seq: int, cseq: int, ts: int) -> RegistrationEvent:
+    return RegistrationEvent(
+        "register", f"fe1:{seq}", "fe1", seq, ts, "sip:1001@pbx.example.com", "cap-call", cseq,
+        tuple(entries),
+    )  # fmt: skip
+
+
+@given(_cap_entries, _cap_entries, _cap_policies)
+@PROPERTY
+def test_a_request_over_the_cap_is_refused_whatever_the_state(
+    first: list[ContactEntry], second: list[ContactEntry], policy: FoldPolicy
+) -> None:
+    """More distinct non-zero Contacts than the cap: refused against any state, with no
+    binding change; at or under the cap against an empty state: never TOO_MANY_CONTACTS.
+    `bindings_requested` (what the front-end answers with) agrees with the fold."""
+    from processors.fold import bindings_requested
+
+    states: list[AorState | None] = [None]
+    grown = fold_event(None, _request(first, 1, 1, 1_000), FoldPolicy(max_contacts=100)).state
+    states.append(grown)
+    for state in states:
+        folded = fold_event(state, _request(second, 2, 2, 2_000), policy)
+        before = () if state is None else state.contacts
+        if bindings_requested(tuple(second)) > policy.max_contacts:
+            assert folded.outcome == Outcome.TOO_MANY_CONTACTS
+            assert folded.state.contacts == before
+            assert [e.event for e in folded.events] == ["rejected"]
+        elif state is None:
+            assert folded.outcome != Outcome.TOO_MANY_CONTACTS
+
+
+@given(_cap_entries, _cap_policies)
+@PROPERTY
+def test_a_stale_request_over_the_cap_stays_stale(
+    entries: list[ContactEntry], policy: FoldPolicy
+) -> None:
+    """R4 before R9: a resent older request fails as STALE, changing nothing, at any size."""
+    bound = fold_event(None, _request(entries, 1, 5, 1_000), FoldPolicy(max_contacts=100)).state
+    if not bound.contacts:
+        return
+    folded = fold_event(bound, _request(entries, 2, 5, 2_000), policy)
+    assert folded.outcome == Outcome.STALE
+    assert folded.state.contacts == bound.contacts and folded.events == ()

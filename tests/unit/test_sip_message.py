@@ -258,3 +258,23 @@ def test_non_utf8_and_bare_cr_are_refused() -> None:
         parse_request(register("X-A: v").replace(b"X-A: v", b"X-A: \xff"))
     with pytest.raises(SipParseError, match="control"):
         parse_request(register("X-A: a\rb"))
+
+
+@pytest.mark.parametrize(
+    ("header", "replace", "by"),
+    [
+        ("To", "To: <sip:1001@pbx.example>", "To: <sip:" + "u" * 600 + "@pbx.example>"),
+        ("To", "To: <sip:1001@pbx.example>", 'To: "' + "d" * 1100 + '" <sip:1001@pbx.example>'),
+        ("Call-ID", "Call-ID: abc@10.0.0.5", "Call-ID: " + "c" * 300),
+        ("Via", "Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK776;rport",
+         "Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK776;x=" + "v" * 600),
+        ("Via", "Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK776;rport",
+         "Via: " + ", ".join(["SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK1"] * 17)),
+    ],
+)  # fmt: skip
+def test_length_caps_on_keys_and_event_fields(header: str, replace: str, by: str) -> None:
+    """D86: To, Call-ID and Via are capped before they key a cache or enter an event."""
+    data = register().decode().replace(replace, by).encode()
+    with pytest.raises(SipParseError) as err:
+        parse_request(data)
+    assert str(err.value).startswith(header)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from schemas import RegistrationEvent, decode_event, encode_event
+from schemas import ContactEntry, RegistrationEvent, decode_event, encode_event
 from streams.frontend.node import FrontendNode, SeqCounter
 from streams.frontend.registrar import ExpiryPolicy, Registrar
 from streams.frontend.tables import SourceLimiter
@@ -31,10 +31,18 @@ class FakeLog:
         self.auto = True
         self.events: list[RegistrationEvent] = []
         self.held: list[asyncio.Future[None]] = []
+        self.failing = False
+        """Appends fail at once (Kafka refusing records) while the log stays connected."""
+
+    @property
+    def healthy(self) -> bool:
+        return self.ready
 
     def append(self, event: RegistrationEvent) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.auto:
+        if self.failing:
+            future.set_exception(ConnectionError("refused"))
+        elif self.auto:
             self.events.append(event)
             future.set_result(None)
         else:
@@ -153,10 +161,8 @@ async def test_wrong_password_and_unknown_user(client: UdpClient, log: FakeLog) 
     ghost = Phone("9999", "x", local_port=client.port)
     r2 = await client.request(ghost.register(authorization=await authorized(client, ghost)))
     assert r2.status == 401
-    assert [(e.kind, e.reason, e.status) for e in log.events] == [
-        ("reject", "auth_failed", 401),
-        ("reject", "auth_failed", 401),
-    ]
+    # An unknown user's failure is answered the same but not logged (D87).
+    assert [(e.kind, e.reason, e.status) for e in log.events] == [("reject", "auth_failed", 401)]
 
 
 async def test_other_users_aor_is_forbidden(client: UdpClient, log: FakeLog) -> None:
@@ -285,8 +291,8 @@ async def test_ban_after_repeated_auth_failures(client: UdpClient, node: Fronten
     node.limiter.ban_failures = 1
     r = await client.request(p.register(authorization=await authorized(client, p, "bad")))
     assert r.status == 401
-    assert node.limiter.banned(f"127.0.0.1:{client.port}", node.now_ms())
-    client.send(options(client.port))
+    assert node.limiter.banned(f"127.0.0.1:{client.port}", "1001", node.now_ms())
+    client.send(p.register())
     with pytest.raises(TimeoutError):
         await client.recv(timeout=0.3)
 
@@ -297,7 +303,8 @@ async def test_tcp_register(node: FrontendNode, log: FakeLog) -> None:
     p = Phone("1002", "pw1002", local_port=port, transport="TCP")
 
     async def ask(data: bytes) -> bytes:
-        writer.write(b"\r\n\r\n" + data)  # a keep-alive first
+        writer.write(b"\r\n\r\n" + data)  # a keep-alive first: its pong comes first
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         return head
 
@@ -526,3 +533,170 @@ async def test_a_plain_tcp_binding_outlives_its_connection(
     await wait_until_async(lambda: node.stats.tcp_closed == 1, 5, 0.01, "the close seen")
     assert [e.kind for e in log.events] == ["register"]
     assert len(node.bindings) == 1
+
+
+async def test_more_contacts_than_the_fold_allows_get_403_and_no_binding(
+    client: UdpClient, log: FakeLog, node: FrontendNode
+) -> None:
+    """Issue 14 defect 1: 11 Contacts (cap 10) got 200 and 11 local bindings while the
+    fold refused the request. Now the registrar answers what the fold decides (D84)."""
+    from processors.fold import fold_event
+    from processors.outcomes import Outcome
+    from processors.policy import FoldPolicy
+
+    p = phone(client)
+    contacts = [f"<sip:1001@127.0.0.{i}:{client.port}>" for i in range(1, 12)]
+    r = await client.request(
+        p.register(contacts=contacts, authorization=await authorized(client, p))
+    )
+    assert r.status == 403
+    assert log.kinds() == [("reject", "too_many_contacts")]
+    assert len(node.bindings) == 0
+    # The fold, given the REGISTER the node would have logged, refuses it too.
+    folded = fold_event(None, log.events[0]._replace(kind="register", contacts=tuple(
+        ContactEntry(c.strip("<>"), 3600) for c in contacts
+    ), status=None, reason=None), FoldPolicy())  # fmt: skip
+    assert folded.outcome == Outcome.TOO_MANY_CONTACTS
+    # Ten fit; an eleventh from a later REGISTER does not (reject policy: this node's own).
+    r = await client.request(
+        p.register(contacts=contacts[:10], authorization=await authorized(client, p))
+    )
+    assert r.status == 200 and len(node.bindings) == 10
+    r = await client.request(
+        p.register(contacts=contacts[10:], authorization=await authorized(client, p))
+    )
+    assert r.status == 403 and len(node.bindings) == 10
+    assert log.kinds()[-1] == ("reject", "too_many_contacts")
+
+
+def garbage_auth(user: str = "1001") -> str:
+    return (
+        f'Digest username="{user}", realm="{REALM}", nonce="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", '
+        'uri="sip:pbx.example", response="0123456789abcdef0123456789abcdef", qop=auth, '
+        'nc=00000001, cnonce="x", algorithm=MD5'
+    )
+
+
+async def test_garbage_credentials_never_ban_and_the_phone_next_door_registers(
+    node: FrontendNode, log: FakeLog
+) -> None:
+    """Issue 14 defect 5: 20 REGISTERs with garbage Authorization banned 127.0.0.1 and the
+    next phone there got no answer. Only failures with a valid nonce of ours count (D85)."""
+    node.limiter.ban_failures = 3
+    node.limiter.burst = node.limiter.rate_per_ms = 10**6  # the rate limit is not tested here
+    attacker = await UdpClient.open(node.udp_port)
+    victim = await UdpClient.open(node.udp_port)
+    node.source_key = lambda ip, _port: ip  # production keying: one address for both
+    try:
+        a = phone(attacker)
+        for _ in range(20):
+            r = await attacker.request(a.register(authorization=garbage_auth()))
+            assert r.status == 401
+        assert node.limiter.bans == 0
+        v = phone(victim, "1002")
+        r = await victim.request(v.register(authorization=await authorized(victim, v)))
+        assert r.status == 200
+        # Wrong passwords with our nonce do ban, but only that user at that address.
+        for _ in range(3):
+            r = await attacker.request(a.register(authorization=await authorized(attacker, a, "x")))
+        assert node.limiter.bans == 1
+        r = await victim.request(v.register(authorization=await authorized(victim, v)))
+        assert r.status == 200
+    finally:
+        attacker.close()
+        victim.close()
+
+
+async def test_rejects_are_budgeted_per_aor_and_source_and_raw_is_cut(
+    client: UdpClient, log: FakeLog, node: FrontendNode
+) -> None:
+    """Issue 14 defect 4: every resend of a challenged REGISTER wrote a full event."""
+    node.limiter.burst = node.limiter.rate_per_ms = 10**6
+    p = phone(client)
+    request = p.register(extra=["X-Pad: " + "x" * 3000])
+    for _ in range(30):
+        assert (await client.request(request)).status == 401
+    kinds = log.kinds()
+    assert kinds == [("reject", "retransmission")] * node.reject_budget.budget
+    assert all(e.raw is not None and len(e.raw.encode()) <= 1024 for e in log.events)
+    assert node.reject_budget.suppressed == 29 - node.reject_budget.budget
+    # An unknown user's resends write nothing at all.
+    ghost = Phone("9999", "x", local_port=client.port)
+    resend = ghost.register()
+    for _ in range(10):
+        assert (await client.request(resend)).status == 401
+    assert len(log.events) == node.reject_budget.budget
+
+
+async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    """EOF or a reset (a refused connection is aborted) within 5 s."""
+    try:
+        return await asyncio.wait_for(reader.read(10), 5) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def test_tcp_connection_caps_pong_and_message_deadline(node: FrontendNode) -> None:
+    """Issue 14 defect 7: 400 idle connections from one address all stayed open, any byte
+    reset the idle timer, a double-CRLF ping got no pong (D89)."""
+    node.tcp_max_per_address = 5
+    node.tcp_message_timeout_s = 0.5
+    conns = [await asyncio.open_connection("127.0.0.1", node.tcp_port) for _ in range(8)]
+    try:
+        # The sixth and later are closed at accept (EOF); the first five stay open.
+        for reader, _ in conns[5:]:
+            assert await closed_by_peer(reader)
+        assert node.stats.tcp_refused == 3 and node._tcp_open == 5
+        reader, writer = conns[0]
+        writer.write(b"\r\n\r\n")
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+        # A message started and never finished: closed after the message deadline.
+        writer.write(b"REGISTER sip:pbx.example SIP/2.0\r\nVia: x")
+        assert await asyncio.wait_for(reader.read(10), 5) == b""
+        await wait_until_async(lambda: node._tcp_open == 4, timeout=5)
+        assert node.stats.tcp_timeouts == 1
+    finally:
+        for _, w in conns:
+            w.close()
+    await wait_until_async(lambda: node._tcp_open == 0, timeout=5)
+    assert node._tcp_per_address == {}
+
+
+async def test_a_due_binding_whose_expire_fails_is_kept_and_expired_later(
+    client: UdpClient, log: FakeLog, clock: Clock, node: FrontendNode
+) -> None:
+    """Defect 6: due bindings whose expire events failed were dropped (D88)."""
+    p = phone(client)
+    contact = f"<sip:1001@127.0.0.1:{client.port}>;expires=60"
+    r = await client.request(
+        p.register(contacts=[contact], authorization=await authorized(client, p))
+    )
+    assert r.status == 200 and len(log.events) == 1
+    log.failing = True
+    clock.ms += 61_000
+    node._wakeup.set()
+    await wait_until_async(lambda: node.stats.event_failures >= 1, 5, 0.02, "a failed expire")
+    await wait_until_async(lambda: len(node.bindings) == 1, 5, 0.02, "the binding put back")
+    log.failing = False
+    await wait_until_async(lambda: len(log.events) == 2, 5, 0.05, "the expire, later")
+    assert log.events[1].kind == "expire" and len(node.bindings) == 0
+
+
+async def test_a_trusted_proxy_is_limited_per_original_source(
+    client: UdpClient, node: FrontendNode
+) -> None:
+    """D85: relayed requests are banned per original source (bottom Via), not per proxy."""
+    node.trusted_proxy = lambda ip: ip == "127.0.0.1"
+    node.source_key = lambda ip, _port: ip
+    node.limiter.ban_failures = 3
+    p = phone(client)
+    relayed = ["Via: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKorig;received=10.9.9.9"]
+    for _ in range(3):
+        challenge = await client.request(p.register(extra=relayed))
+        auth = p.answer(challenge.all("www-authenticate")[-1], "wrong")
+        assert (await client.request(p.register(authorization=auth, extra=relayed))).status == 401
+    assert node.limiter.banned("10.9.9.9", "1001", node.now_ms())
+    assert not node.limiter.banned("127.0.0.1", "1001", node.now_ms())
+    # The same user relayed for another phone is still answered.
+    other = ["Via: SIP/2.0/UDP 10.9.9.10:5060;branch=z9hG4bKother"]
+    assert (await client.request(p.register(extra=other))).status == 401

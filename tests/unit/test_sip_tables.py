@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from schemas import ContactEntry
 from streams.frontend.tables import Answered, LocalBindings, SourceLimiter, TransactionCache
 
@@ -31,22 +33,56 @@ def test_token_bucket_per_source() -> None:
 
 
 def test_ban_after_failures_within_the_window() -> None:
+    """D85: bans are per (source, user); the source's other users are not affected."""
     limiter = SourceLimiter(rate_per_s=100, burst=100, ban_failures=3, ban_ms=60_000)
-    assert not limiter.auth_failed("10.0.0.1", 0)
-    assert not limiter.auth_failed("10.0.0.1", 70_000)  # the first one fell out of the window
-    assert not limiter.auth_failed("10.0.0.1", 80_000)
-    assert limiter.auth_failed("10.0.0.1", 90_000)
-    assert not limiter.allow("10.0.0.1", 100_000) and limiter.banned("10.0.0.1", 100_000)
-    assert limiter.allow("10.0.0.2", 100_000)
-    assert limiter.allow("10.0.0.1", 150_000) and limiter.bans == 1
+    assert not limiter.auth_failed("10.0.0.1", "1001", 0)
+    assert not limiter.auth_failed("10.0.0.1", "1001", 70_000)  # the first one fell out
+    assert not limiter.auth_failed("10.0.0.1", "1001", 80_000)
+    assert limiter.auth_failed("10.0.0.1", "1001", 90_000)
+    assert limiter.banned("10.0.0.1", "1001", 100_000)
+    assert not limiter.banned("10.0.0.1", "1002", 100_000)  # another phone behind the NAT
+    assert not limiter.banned("10.0.0.2", "1001", 100_000)  # the user elsewhere
+    assert limiter.allow("10.0.0.1", 100_000)
+    assert not limiter.banned("10.0.0.1", "1001", 150_000) and limiter.bans == 1
+
+
+def test_exempt_sources_are_never_banned() -> None:
+    from streams.frontend.tables import address_matcher
+
+    exempt = address_matcher("192.0.2.0/24, 2001:db8::1")
+    limiter = SourceLimiter(100, 100, ban_failures=1, ban_ms=60_000, exempt=exempt)
+    assert not limiter.auth_failed("192.0.2.7", "1001", 0)
+    assert not limiter.auth_failed("192.0.2.7:5060", "1001", 0)  # ip_port keys match too
+    assert not limiter.banned("192.0.2.7", "1001", 1)
+    assert limiter.auth_failed("198.51.100.1", "1001", 0)
+    assert exempt("2001:db8::1") and not exempt("2001:db8::2") and not exempt("garbage")
+    with pytest.raises(ValueError, match="not an IP"):
+        address_matcher("10.0.0.0/8,nope")
+
+
+def test_reject_budget_per_aor_and_source() -> None:
+    from streams.frontend.tables import RejectBudget
+
+    budget = RejectBudget(budget=2, window_ms=1000, max_entries=3)
+    assert [budget.take("sip:1@a", "10.0.0.1", t) for t in (0, 1, 2, 3)] == [
+        True, True, False, False,
+    ]  # fmt: skip
+    assert budget.take("sip:1@a", "10.0.0.2", 3)  # another source
+    assert budget.take("sip:1@a", "10.0.0.1", 1000)  # a new window
+    assert budget.suppressed == 2
+    for i in range(10):
+        budget.take(f"sip:{i}@a", "x", 0)
+    assert len(budget._spent) == 3
 
 
 def test_source_table_is_bounded() -> None:
     limiter = SourceLimiter(rate_per_s=1, burst=1, ban_failures=2, ban_ms=1000, max_sources=10)
     for i in range(100):
         limiter.allow(f"10.0.{i // 256}.{i % 256}", 0)
-        limiter.auth_failed(f"10.1.{i // 256}.{i % 256}", 0)
-    assert len(limiter._buckets) == 10 and len(limiter._failures) <= 11
+        limiter.auth_failed(f"10.1.{i // 256}.{i % 256}", "u", 0)
+        limiter.auth_failed(f"10.1.{i // 256}.{i % 256}", "u", 0)  # banned
+    assert len(limiter._buckets) == 10 and len(limiter._failures) <= 10
+    assert len(limiter._banned) == 10
 
 
 def test_local_bindings_refresh_remove_wildcard_and_expire() -> None:
@@ -88,3 +124,15 @@ def test_only_outbound_bindings_still_on_a_closed_flow_are_dropped() -> None:
     assert table.active("sip:1@h", 0) == [("sip:1@10.0.0.2", 120)]
     assert table.drop_flow(7) == []
     assert [b.aor for b in table.drop_flow(8)] == ["sip:2@h"] and len(table) == 1
+
+
+def test_transaction_cache_is_bounded_by_bytes() -> None:
+    """D86: 8 KiB responses are budgeted by bytes, not only by entries."""
+    cache = TransactionCache(ttl_ms=32_000, max_entries=100_000, max_bytes=1 << 20)
+    for i in range(1000):
+        cache.complete((f"c{i}", 1, "REGISTER", "b"), i, Answered(b"x" * 8192, 401, None))
+    assert cache.bytes <= 1 << 20 and 100 < len(cache) < 130
+    assert cache.lookup(("c999", 1, "REGISTER", "b"), 1000)[0]
+    assert not cache.lookup(("c0", 1, "REGISTER", "b"), 1000)[0]
+    cache.lookup(("c999", 1, "REGISTER", "b"), 10**9)  # all expired
+    assert len(cache) == 0 and cache.bytes == 0
