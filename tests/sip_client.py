@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 
+from streams.sip.message import response_status
 from streams.sip.uac import Phone, Response, options, parse_response
 
 __all__ = ["EXPIRES_RE", "Phone", "Response", "UdpClient", "options", "parse_response"]
@@ -46,6 +47,14 @@ class UdpClient(asyncio.DatagramProtocol):
     async def request(self, data: bytes, timeout: float = 5.0) -> Response:  # noqa: ASYNC109
         self.send(data)
         return await self.recv(timeout)
+
+    async def request_status(self, data: bytes, timeout: float = 5.0) -> int:  # noqa: ASYNC109
+        """Send ``data``; the status of the answer, read from its status line only.
+
+        For hostile requests: a 400 echoes the request's headers, over-long ones
+        included, which the full response parser refuses."""
+        self.send(data)
+        return response_status(await asyncio.wait_for(self.queue.get(), timeout))
 
     def close(self) -> None:
         if self.transport is not None:

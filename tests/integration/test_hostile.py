@@ -145,7 +145,7 @@ async def run_sip_corpus(fe: Frontend) -> dict[str, list[int]]:
                     fill(msg["lines"], client.port, msg.get("pad", 0))
                     for _ in range(msg.get("send", 1))
                 ]
-            got[name] = [(await client.request(d)).status for d in sends]
+            got[name] = [await client.request_status(d) for d in sends]
         finally:
             client.close()
         then = case["expect"].get("then_registers")
