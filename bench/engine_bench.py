@@ -8,7 +8,7 @@
 
 Phases (each prints one ``RESULT`` line; targets in brackets):
 
-throughput [>= 50k events/s]
+throughput
     Publishes N synthetic events (bench/gen_events.py) to a fresh topic prefix,
     starts one ``regstate worker`` (RocksDB store), and times the fold of all of
     them: from the worker's first folded event until the consumer group has
@@ -214,42 +214,61 @@ def ensure(settings: Settings) -> None:
 # --------------------------------------------------------------------------- phases
 
 
-def phase_throughput(
-    args: argparse.Namespace, work: Path
-) -> tuple[WorkerProc, float, list[RegistrationEvent]]:
-    """Fold N pre-published events; return the running worker, its rate and unpublished events."""
+def bench_events(args: argparse.Namespace, total: int) -> list[RegistrationEvent]:
+    """The synthetic log of a run (bench/gen_events.py), ending about now."""
     from gen_events import generate_events
 
+    span = 300_000 * total // args.aors
+    return list(generate_events(total, args.aors, 4, args.seed, start_ts=now_ms() - span, raw=True))
+
+
+def fold_rate(
+    args: argparse.Namespace,
+    work: Path,
+    events: list[RegistrationEvent],
+    label: str = "throughput",
+    extra_env: dict[str, str] | None = None,
+) -> tuple[WorkerProc, float]:
+    """Publish ``events`` under a fresh prefix, fold them with one worker; return it and its rate.
+
+    The rate runs from the worker's first folded event until its group has
+    committed the end of regstate.registrations (so: folded, published, acked).
+    """
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
-    env = worker_env(args, prefix, work / "tp", "bt")
+    slug = label.replace(" ", "-")
+    env = worker_env(args, prefix, work / f"w-{slug}", "bt")
+    env.update(extra_env or {})
     settings = Settings.from_env(env)
     ensure(settings)
-    total = args.events + args.latency_events
-    span = 300_000 * total // args.aors
-    events = list(
-        generate_events(total, args.aors, 4, args.seed, start_ts=now_ms() - span, raw=True)
-    )
-    rate = publish(settings, events[: args.events])
-    print(f"published {args.events} events at {rate:.0f}/s", flush=True)
+    rate = publish(settings, events)
+    print(f"{label}: published {len(events)} events at {rate:.0f}/s", flush=True)
 
-    worker = WorkerProc(env, work / "throughput-worker.log")
+    worker = WorkerProc(env, work / f"{slug}-worker.log")
     worker.start()
     wait_for(worker.ready, 120, "worker ready")
     first = wait_for(lambda: worker.folded() > 0 and time.monotonic(), 120, "first fold", 0.02)
-    wait_for(lambda: worker.folded() >= args.events, 3600, "all events folded", 0.05)
+    wait_for(lambda: worker.folded() >= len(events), 3600, "all events folded", 0.05)
     folded_at = time.monotonic()
     group, topic = f"{prefix}engine", settings.topic("registrations")
     wait_for(
         lambda: asyncio.run(committed_to_end(args.bootstrap, group, topic)), 600, "commit", 0.2
     )
     done = time.monotonic()
-    eps = args.events / (done - first)
+    eps = len(events) / (done - first)
     print(
-        f"RESULT throughput: {args.events} events folded in {folded_at - first:.2f} s, "
-        f"outputs acknowledged and committed after {done - first:.2f} s: {eps:.0f} events/s "
-        f"[target >= 50000]",
+        f"RESULT {label}: {len(events)} events folded in {folded_at - first:.2f} s, "
+        f"outputs acknowledged and committed after {done - first:.2f} s: {eps:.0f} events/s",
         flush=True,
     )
+    return worker, eps
+
+
+def phase_throughput(
+    args: argparse.Namespace, work: Path
+) -> tuple[WorkerProc, float, list[RegistrationEvent]]:
+    """Fold N pre-published events; return the running worker, its rate and unpublished events."""
+    events = bench_events(args, args.events + args.latency_events)
+    worker, eps = fold_rate(args, work, events[: args.events])
     return worker, eps, events[args.events :]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from streams.engine.worker import AckGate
+from streams.engine.ackgate import AckGate
 
 
 class FakeMessage:

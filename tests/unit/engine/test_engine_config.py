@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from streams.engine.worker import Engine, rocksdb_options
+from streams.engine.faust_edge import rocksdb_options
+from streams.engine.worker import Engine
 from streams.settings import Settings
 
 

@@ -1,0 +1,201 @@
+"""The fold agent: folds batches of source records into the table and the output topics.
+
+The agent takes up to ``engine_batch_max`` records at a time (Faust's
+``take_events``, waiting at most ``engine_batch_within_ms`` for a batch to fill),
+folds each record in offset order with :func:`processors.fold.fold_event`, and
+then, per AOR the batch touched (D74):
+
+* writes the latest state to the table once (``table[k] = v`` of a new value,
+  trap 1), with the partition context of that AOR's record (faust-streaming
+  #497: inside a batch Faust's ``current_event`` is not the record's);
+* publishes the latest public state to regstate.bindings once, when any of its
+  records emitted binding events (or was a redelivered duplicate: republish);
+* publishes every binding event, one per change, in order.
+
+Dead letters are sent per record. The records of each partition in the batch
+are then held by :class:`AckGate` until every output of the batch for that
+partition is acknowledged, so the commit rule is the per-record rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from faust.streams import _current_event  # the contextvar behind faust's current_event()
+from faust.types import EventT, StreamT
+from faust.types.tuples import Message
+
+from processors.fold import fold_event
+from processors.outcomes import Outcome
+from schemas import AorState, BindingEvent, decode_state, encode_binding_event, encode_state
+from streams.log.deadletter import DeadLetter
+
+if TYPE_CHECKING:
+    from streams.engine.worker import Engine
+
+log = logging.getLogger("regstate.engine")
+
+
+class _Touched:
+    """One AOR's running state within a batch."""
+
+    __slots__ = ("changed", "event", "events", "republish", "state")
+
+    def __init__(self, event: EventT[bytes], state: AorState | None) -> None:
+        self.event = event  # a record of the AOR: its partition is the AOR's
+        self.state = state
+        self.changed = False
+        self.republish = False
+        self.events: list[BindingEvent] = []
+
+
+class FoldAgent:
+    """The ``fold`` agent of one :class:`~streams.engine.worker.Engine` (concurrency 1)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.metrics = engine.metrics
+        # Decoded states of hot AORs; only the agent writes it, a rebalance clears it.
+        self.cache: dict[bytes, AorState] = {}
+
+    async def run(self, stream: StreamT[bytes]) -> None:
+        """Fold every record of every owned partition, in order, a batch at a time."""
+        batch_max = self.settings.engine_batch_max
+        if batch_max <= 1:
+            async for event in stream.events():
+                await self.fold_batch([event])
+            return
+        within = self.settings.engine_batch_within_ms / 1000
+        # take_events is on faust's Stream, not on the StreamT protocol.
+        take_events = stream.take_events  # type: ignore[attr-defined]
+        async for events in take_events(batch_max, within=within):
+            await self.fold_batch(events)
+
+    async def fold_batch(self, events: list[EventT[bytes]]) -> None:
+        """Fold ``events`` (offset order per partition) and hold them until their outputs."""
+        engine = self.engine
+        positions = engine.positions
+        admission = engine.admission
+        policy = engine.policy
+        metrics = self.metrics
+        set_current = _current_event.set
+        groups: dict[int, list[Message]] = {}
+        futures: dict[int, list[asyncio.Future[Any]]] = {}
+        touched: dict[bytes, _Touched] = {}
+        for event in events:
+            msg = event.message
+            partition = msg.partition
+            positions[partition] = msg.offset + 1
+            group = groups.get(partition)
+            if group is None:
+                group = groups[partition] = []
+                futures[partition] = []
+            group.append(msg)
+            key: bytes | None = msg.key
+            raw: bytes | None = msg.value
+            admitted = admission.admit(msg.topic, partition, msg.offset, key, raw)
+            if isinstance(admitted, DeadLetter):
+                # Original headers are copied only for the rare refused record.
+                letter = replace(admitted, original_headers=_headers(msg.headers))
+                futures[partition].append(await engine.dead_letter(letter))
+                continue
+            assert key is not None  # admitted records have a key
+            ev = admitted
+            if msg.timestamp:
+                metrics.observe_skew(ev.node, ev.ts - int(msg.timestamp * 1000))
+            t = touched.get(key)
+            if t is None:
+                set_current(weakref.ref(event))  # the table reads this record's partition
+                t = touched[key] = _Touched(event, self.read(key))
+            try:
+                folded = fold_event(t.state, ev, policy)
+            except Exception as exc:  # the policy turns a fold bug into a dead letter
+                letter = admission.fold_failed(
+                    msg.topic, partition, msg.offset, key, raw, exc, _headers(msg.headers)
+                )
+                log.exception("fold raised on %s; dead-lettered", ev.id)
+                futures[partition].append(await engine.dead_letter(letter))
+                continue
+            outcome = folded.outcome
+            metrics.observe_fold(ev.kind, outcome)
+            if outcome is Outcome.DUPLICATE:
+                if t.state is not None:
+                    # Redelivered after a crash: the table may be ahead of regstate.bindings.
+                    metrics.republished += 1
+                    t.republish = True
+                continue
+            t.state = folded.state
+            t.changed = True
+            if folded.events:
+                t.events.extend(folded.events)
+        for key, t in touched.items():
+            await self._write(key, t, futures[t.event.message.partition])
+        set_current(None)
+        hold = engine.gate.hold_group
+        for partition, group in groups.items():
+            hold(partition, group, futures[partition])
+
+    async def _write(self, key: bytes, t: _Touched, futures: list[asyncio.Future[Any]]) -> None:
+        """One AOR's outputs of a batch: latest state to the table and bindings, its events."""
+        state = t.state
+        if state is None:
+            return
+        engine = self.engine
+        msg = t.event.message
+        partition = msg.partition
+        table = engine.table
+        if t.changed:
+            _current_event.set(weakref.ref(t.event))  # changelog and store partition
+            table.last_changelog = None
+            table[key] = encode_state(state, internal=True)  # a new value, never mutated (trap 1)
+            self.remember(key, state)
+            if table.last_changelog is not None:
+                futures.append(table.last_changelog)
+        if not (t.events or t.republish):
+            return
+        out = partition if engine.same_partitions else None
+        send = engine.send
+        futures.append(await send(engine.bindings_topic, key, _public(state), out))
+        if t.events:
+            counts = self.metrics.binding_events
+            for be in t.events:
+                counts[be.event] += 1
+                futures.append(await send(engine.events_topic, key, encode_binding_event(be), out))
+            engine.planner.observe(partition, key, state)
+
+    def read(self, key: bytes) -> AorState | None:
+        """The AOR's state: from the cache, else the table (current event's partition)."""
+        state = self.cache.get(key)
+        if state is not None:
+            return state
+        raw = self.engine.table.get(key)
+        if raw is None:
+            return None
+        state = decode_state(raw)
+        self.remember(key, state)
+        return state
+
+    def remember(self, key: bytes, state: AorState) -> None:
+        cache = self.cache
+        cache.pop(key, None)  # re-insert at the end: evicted last
+        if len(cache) >= self.settings.state_cache_size:
+            del cache[next(iter(cache))]
+        cache[key] = state
+
+
+def _public(state: AorState) -> bytes | None:
+    """regstate.bindings value: the public AorState, or a tombstone when no contact is left."""
+    return encode_state(state, internal=False) if state.contacts else None
+
+
+def _headers(headers: Any) -> list[tuple[str, bytes]]:
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
