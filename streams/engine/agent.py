@@ -5,9 +5,10 @@ The agent takes up to ``engine_batch_max`` records at a time (Faust's
 folds each record in offset order with :func:`processors.fold.fold_event`, and
 then, per AOR the batch touched (D74):
 
-* writes the latest state to the table once (``table[k] = v`` of a new value,
-  trap 1), with the partition context of that AOR's record (faust-streaming
-  #497: inside a batch Faust's ``current_event`` is not the record's);
+* writes the latest state to the table once (a new value, trap 1; its
+  changelog record sent like any output, D73), in the partition context of
+  that AOR's record (faust-streaming #497: inside a batch Faust's
+  ``current_event`` is not the record's);
 * publishes the latest public state to regstate.bindings once, when any of its
   records emitted binding events (or was a redelivered duplicate: republish);
 * publishes every binding event, one per change, in order.
@@ -33,7 +34,9 @@ from faust.types.tuples import Message
 from processors.fold import fold_event
 from processors.outcomes import Outcome
 from schemas import AorState, BindingEvent, decode_state, encode_binding_event, encode_state
+from streams.engine.outputs import BatchOutputs
 from streams.log.deadletter import DeadLetter
+from streams.log.routing import cached_partition
 
 if TYPE_CHECKING:
     from streams.engine.worker import Engine
@@ -63,6 +66,8 @@ class FoldAgent:
         self.metrics = engine.metrics
         # Decoded states of hot AORs; only the agent writes it, a rebalance clears it.
         self.cache: dict[bytes, AorState] = {}
+        self._changelog = engine.table.changelog_topic_name
+        self._partition_counts: dict[str, int] = {}
 
     async def run(self, stream: StreamT[bytes]) -> None:
         """Fold every record of every owned partition, in order, a batch at a time."""
@@ -86,7 +91,7 @@ class FoldAgent:
         metrics = self.metrics
         set_current = _current_event.set
         groups: dict[int, list[Message]] = {}
-        futures: dict[int, list[asyncio.Future[Any]]] = {}
+        dead: list[asyncio.Future[Any]] = []  # dead letters, sent record by record
         touched: dict[bytes, _Touched] = {}
         for event in events:
             msg = event.message
@@ -95,7 +100,6 @@ class FoldAgent:
             group = groups.get(partition)
             if group is None:
                 group = groups[partition] = []
-                futures[partition] = []
             group.append(msg)
             key: bytes | None = msg.key
             raw: bytes | None = msg.value
@@ -103,7 +107,7 @@ class FoldAgent:
             if isinstance(admitted, DeadLetter):
                 # Original headers are copied only for the rare refused record.
                 letter = replace(admitted, original_headers=_headers(msg.headers))
-                futures[partition].append(await engine.dead_letter(letter))
+                dead.append(await engine.dead_letter(letter))
                 continue
             assert key is not None  # admitted records have a key
             ev = admitted
@@ -120,7 +124,7 @@ class FoldAgent:
                     msg.topic, partition, msg.offset, key, raw, exc, _headers(msg.headers)
                 )
                 log.exception("fold raised on %s; dead-lettered", ev.id)
-                futures[partition].append(await engine.dead_letter(letter))
+                dead.append(await engine.dead_letter(letter))
                 continue
             outcome = folded.outcome
             metrics.observe_fold(ev.kind, outcome)
@@ -134,40 +138,55 @@ class FoldAgent:
             t.changed = True
             if folded.events:
                 t.events.extend(folded.events)
+        outputs = BatchOutputs(engine.producer(), self._sent)
         for key, t in touched.items():
-            await self._write(key, t, futures[t.event.message.partition])
+            if t.state is not None:
+                await self._write(key, t, outputs)
         set_current(None)
+        sent = await outputs.send() + dead
+        # One future for the whole batch: every record of it waits for every output.
+        done = [asyncio.gather(*sent)] if sent else []
         hold = engine.gate.hold_group
         for partition, group in groups.items():
-            hold(partition, group, futures[partition])
+            hold(partition, group, done)
 
-    async def _write(self, key: bytes, t: _Touched, futures: list[asyncio.Future[Any]]) -> None:
+    async def _write(self, key: bytes, t: _Touched, outputs: BatchOutputs) -> None:
         """One AOR's outputs of a batch: latest state to the table and bindings, its events."""
         state = t.state
-        if state is None:
-            return
+        assert state is not None
         engine = self.engine
-        msg = t.event.message
-        partition = msg.partition
-        table = engine.table
+        partition = t.event.message.partition
         if t.changed:
-            _current_event.set(weakref.ref(t.event))  # changelog and store partition
-            table.last_changelog = None
-            table[key] = encode_state(state, internal=True)  # a new value, never mutated (trap 1)
+            _current_event.set(weakref.ref(t.event))  # the store's partition
+            value = encode_state(state, internal=True)  # a new value, never mutated (trap 1)
+            engine.table.store(key, value)
+            outputs.add(self._changelog, partition, key, value)
             self.remember(key, state)
-            if table.last_changelog is not None:
-                futures.append(table.last_changelog)
         if not (t.events or t.republish):
             return
-        out = partition if engine.same_partitions else None
-        send = engine.send
-        futures.append(await send(engine.bindings_topic, key, _public(state), out))
+        bindings = engine.bindings_topic
+        out = partition if engine.same_partitions else await self._partition_of(bindings, key)
+        outputs.add(bindings, out, key, _public(state))
         if t.events:
+            events_topic = engine.events_topic
+            if not engine.same_partitions:
+                out = await self._partition_of(events_topic, key)
             counts = self.metrics.binding_events
             for be in t.events:
                 counts[be.event] += 1
-                futures.append(await send(engine.events_topic, key, encode_binding_event(be), out))
+                outputs.add(events_topic, out, key, encode_binding_event(be))
             engine.planner.observe(partition, key, state)
+
+    def _sent(self, topic: str, partition: int, fut: asyncio.Future[Any], count: int) -> None:
+        if topic == self._changelog:
+            self.engine.table.changelog_sent(partition, fut, count)
+
+    async def _partition_of(self, topic: str, key: bytes) -> int:
+        """The partition the producer's default partitioner gives ``key`` in ``topic``."""
+        n = self._partition_counts.get(topic)
+        if n is None:
+            n = self._partition_counts[topic] = await self.engine.partition_count(topic)
+        return cached_partition(key, n)
 
     def read(self, key: bytes) -> AorState | None:
         """The AOR's state: from the cache, else the table (current event's partition)."""

@@ -8,7 +8,7 @@ reason (D70-D73 in docs/decisions.md):
   ``fetch_max_wait_ms`` (Faust hard-codes 1500 ms) and a drain loop that hands a
   fetched record to the stream without Faust's per-record ``wait_first`` (four
   tasks and an ``asyncio.wait`` per record) whenever the hand-off cannot block.
-* :class:`BindingsTable`: remembers the changelog future of its latest write.
+* :class:`BindingsTable`: writes the store; the agent sends its changelog records.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumerDriver
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerDriver
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import ProducerT, TransportT
-from faust.types.tuples import FutureMessage
 
 from streams.settings import Settings
 
@@ -168,26 +167,35 @@ class EngineApp(faust.App):
 
 
 class BindingsTable(faust.Table):  # type: ignore[type-arg]  # raw bytes keys and values
-    """A Faust table that remembers the changelog future of its latest write.
+    """A Faust table whose changelog records the agent sends itself, batched (D73, D75).
 
-    ``table[k] = v`` returns nothing; the agent needs that future to hold the
-    source offset until the changelog record is acknowledged.
+    ``table[k] = v`` hands its changelog record to Faust's producer buffer, which
+    sends one record per event-loop turn and, past 100 waiting, makes the
+    consumer flush it one record at a time: a batch of 2000 writes then crawled.
+    :meth:`store` writes only the local store; the agent adds the changelog
+    record to the batch's outputs (same key, value, topic and partition as
+    Faust's, so recovery and standbys read it unchanged) and reports each sent
+    changelog batch to :meth:`changelog_sent`, which records the partition's
+    persisted changelog offset on its ack, as Faust's ``_on_changelog_sent``
+    does, so a restart replays only the changelog's tail.
     """
 
-    last_changelog: FutureMessage | None = None
+    def store(self, key: bytes, value: bytes) -> None:
+        """Write the local store only. The caller sets faust's current event to a record
+        of the key's partition (the RocksDB store takes the partition from it)."""
+        self.data[key] = value
 
-    def send_changelog(
-        self,
-        partition: int | None,
-        key: Any,
-        value: Any,
-        key_serializer: Any = None,
-        value_serializer: Any = None,
-    ) -> FutureMessage:
-        """Faust's changelog send, its future kept in :attr:`last_changelog`."""
-        fut = super().send_changelog(partition, key, value, key_serializer, value_serializer)
-        self.last_changelog = fut
-        return fut
+    def changelog_sent(self, partition: int, fut: asyncio.Future[Any], count: int) -> None:
+        """A batch of ``count`` changelog records of ``partition`` was handed to the producer."""
+
+        def persisted(f: asyncio.Future[Any]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                return  # AckGate sees the failure and stops the worker
+            meta = f.result()
+            # One RocksDB write per changelog batch, with its last offset.
+            self.data.set_persisted_offset(meta.topic_partition, meta.offset + count - 1)
+
+        fut.add_done_callback(persisted)
 
 
 def rocksdb_options(settings: Settings) -> dict[str, int]:

@@ -176,6 +176,16 @@ class Engine:
             letter.headers(self.settings.worker_id),
         )
 
+    def producer(self) -> Any:
+        """The running aiokafka producer under Faust's (batches are sent on it directly)."""
+        return self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+
+    async def partition_count(self, topic: str) -> int:
+        """Partitions of ``topic``, from the producer's metadata."""
+        client = self.producer().client
+        await client._wait_on_metadata(topic)
+        return len(client.cluster.partitions_for_topic(topic))
+
     async def send(
         self,
         topic: str,
