@@ -113,7 +113,11 @@ class Settings:
     hard-codes 1500 ms; partitions with records buffered wait for that fetch to return)."""
     engine_fast_handoff: int = 1
     """Worker: 1 hands fetched records to the stream directly when that cannot block;
-    0 uses Faust's per-record ``wait_first`` (for comparison in bench/engine_bench.py)."""
+    0 uses Faust's per-record ``wait_first`` (for comparison in bench/quix_peer.py)."""
+    engine_direct_batches: int = 1
+    """Worker: 1 (with ``engine_fast_handoff``) passes each fetched batch of source records
+    to the fold agent as one list instead of record by record through a Faust stream;
+    0 uses the stream and ``take_events`` (for comparison in bench/quix_peer.py)."""
     log_level: str = "info"
     """Every command: log level (``debug``, ``info``, ``warning``, ``error``)."""
     # -- logging (issue 16): one setup for every command, streams/logsetup.py
@@ -325,6 +329,7 @@ class Settings:
             "engine_batch_within_ms",
             "engine_fetch_max_wait_ms",
             "engine_fast_handoff",
+            "engine_direct_batches",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"REGSTATE_{name.upper()} must not be negative")

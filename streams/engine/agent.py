@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from faust.streams import _current_event  # the contextvar behind faust's current_event()
-from faust.types import EventT, StreamT
+from faust.types import StreamT
 from faust.types.tuples import Message
 
 from processors.fold import fold_event
@@ -47,14 +47,35 @@ log = logging.getLogger("regstate.engine")
 class _Touched:
     """One AOR's running state within a batch."""
 
-    __slots__ = ("changed", "event", "events", "republish", "state")
+    __slots__ = ("changed", "events", "partition", "republish", "state")
 
-    def __init__(self, event: EventT[bytes], state: AorState | None) -> None:
-        self.event = event  # a record of the AOR: its partition is the AOR's
+    def __init__(self, partition: int, state: AorState | None) -> None:
+        self.partition = partition  # of the AOR's records: the AOR's
         self.state = state
         self.changed = False
         self.republish = False
         self.events: list[BindingEvent] = []
+
+
+class _PartitionContext:
+    """What faust's table store reads from ``current_event()``: ``.message.partition``.
+
+    Inside a batch no Faust event is current for the record at hand (#497);
+    the agent sets one of these, for the record's partition, around each read
+    and write of the table.
+    """
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, partition: int) -> None:
+        self.message = _PartitionOnly(partition)
+
+
+class _PartitionOnly:
+    __slots__ = ("partition",)
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
 
 
 class FoldAgent:
@@ -68,22 +89,52 @@ class FoldAgent:
         self.cache: dict[bytes, AorState] = {}
         self._changelog = engine.table.changelog_topic_name
         self._partition_counts: dict[str, int] = {}
+        self._contexts: dict[int, _PartitionContext] = {}
 
     async def run(self, stream: StreamT[bytes]) -> None:
         """Fold every record of every owned partition, in order, a batch at a time."""
+        batches = self.engine.app.regstate_batches
+        if batches is not None:
+            await self._run_direct(batches)
+            return
         batch_max = self.settings.engine_batch_max
         if batch_max <= 1:
             async for event in stream.events():
-                await self.fold_batch([event])
+                await self.fold_batch([event.message])
             return
         within = self.settings.engine_batch_within_ms / 1000
         # take_events is on faust's Stream, not on the StreamT protocol.
         take_events = stream.take_events  # type: ignore[attr-defined]
         async for events in take_events(batch_max, within=within):
-            await self.fold_batch(events)
+            await self.fold_batch([e.message for e in events])
 
-    async def fold_batch(self, events: list[EventT[bytes]]) -> None:
-        """Fold ``events`` (offset order per partition) and hold them until their outputs."""
+    async def _run_direct(self, batches: asyncio.Queue[list[Message]]) -> None:
+        """Fold the batches the consumer hands over directly (D72), doing what Faust's
+        stream does per record: skip records of an older generation or fetched
+        before a rebalance suspended the flow (they are fetched again from the
+        committed offset), track the rest as unacked, ack each once folded."""
+        app = self.engine.app
+        consumer = app.consumer
+        batch_max = self.settings.engine_batch_max
+        while True:
+            messages = await batches.get()
+            while len(messages) < batch_max and not batches.empty():
+                messages = messages + batches.get_nowait()
+            if not app.flow_control.is_active():
+                continue
+            generation = app.consumer_generation_id
+            live = [m for m in messages if m.generation_id == generation]
+            track = consumer.track_message
+            for m in live:
+                m.incref()  # the stream's reference, dropped below
+                m.tracked = True
+                track(m)
+            await self.fold_batch(live)
+            for m in live:
+                m.ack(consumer)
+
+    async def fold_batch(self, messages: list[Message]) -> None:
+        """Fold ``messages`` (offset order per partition) and hold them until their outputs."""
         engine = self.engine
         positions = engine.positions
         admission = engine.admission
@@ -93,8 +144,7 @@ class FoldAgent:
         groups: dict[int, list[Message]] = {}
         dead: list[asyncio.Future[Any]] = []  # dead letters, sent record by record
         touched: dict[bytes, _Touched] = {}
-        for event in events:
-            msg = event.message
+        for msg in messages:
             partition = msg.partition
             positions[partition] = msg.offset + 1
             group = groups.get(partition)
@@ -115,8 +165,8 @@ class FoldAgent:
                 metrics.observe_skew(ev.node, ev.ts - int(msg.timestamp * 1000))
             t = touched.get(key)
             if t is None:
-                set_current(weakref.ref(event))  # the table reads this record's partition
-                t = touched[key] = _Touched(event, self.read(key))
+                set_current(self._context(partition))  # the table reads this partition
+                t = touched[key] = _Touched(partition, self.read(key))
             try:
                 folded = fold_event(t.state, ev, policy)
             except Exception as exc:  # the policy turns a fold bug into a dead letter
@@ -155,9 +205,9 @@ class FoldAgent:
         state = t.state
         assert state is not None
         engine = self.engine
-        partition = t.event.message.partition
+        partition = t.partition
         if t.changed:
-            _current_event.set(weakref.ref(t.event))  # the store's partition
+            _current_event.set(self._context(partition))  # the store's partition
             value = encode_state(state, internal=True)  # a new value, never mutated (trap 1)
             engine.table.store(key, value)
             outputs.add(self._changelog, partition, key, value)
@@ -176,6 +226,13 @@ class FoldAgent:
                 counts[be.event] += 1
                 outputs.add(events_topic, out, key, encode_binding_event(be))
             engine.planner.observe(partition, key, state)
+
+    def _context(self, partition: int) -> Any:
+        """A weak reference to the partition's context, as faust's contextvar holds."""
+        ctx = self._contexts.get(partition)
+        if ctx is None:
+            ctx = self._contexts[partition] = _PartitionContext(partition)
+        return weakref.ref(ctx)
 
     def _sent(self, topic: str, partition: int, fut: asyncio.Future[Any], count: int) -> None:
         if topic == self._changelog:

@@ -26,9 +26,13 @@ from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerDriver
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import ProducerT, TransportT
 
+from streams.log.topics import REGISTRATIONS
 from streams.settings import Settings
 
 YIELD_EVERY = 500
+"""Records handed to streams between two forced event-loop turns of the drain loop."""
+DIRECT_BATCHES_QUEUED = 4
+"""Fetched batches of source records waiting for the fold agent before the fetcher waits."""
 """Records handed to streams between two forced event-loop turns of the drain loop."""
 
 
@@ -95,6 +99,9 @@ class EngineConsumer(AIOKafkaConsumerDriver):
             await super()._drain_messages(fetcher)  # Faust's own loop, for comparison
             return
         callback = self.callback
+        direct_topic: str | None = getattr(self.app, "regstate_direct_topic", None)
+        batches: asyncio.Queue[list[Any]] | None = getattr(self.app, "regstate_batches", None)
+        pending: list[Any] = []
         consumer_stopped = self._stopped.is_set
         fetcher_stopped = fetcher._stopped.is_set
         read_offset = self._read_offset
@@ -122,11 +129,19 @@ class EngineConsumer(AIOKafkaConsumerDriver):
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    if cannot_block(message.topic):
+                    if message.topic == direct_topic:
+                        pending.append(message)  # to the fold agent, a batch at a time
+                    elif cannot_block(message.topic):
                         await callback(message)
                     else:
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     read_offset[tp] = offset
+                if pending and batches is not None:
+                    if batches.full():  # the agent is behind: wait, unless a rebalance starts
+                        await self.wait_first(batches.put(pending), self.suspend_flow.wait())
+                    else:
+                        batches.put_nowait(pending)
+                    pending = []
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -158,6 +173,9 @@ class EngineApp(faust.App):
 
     regstate_fetch_max_wait_ms: int | None = None
     regstate_fast_handoff: bool = True
+    regstate_direct_topic: str | None = None
+    """Records of this topic go from the consumer to :attr:`regstate_batches` (D72)."""
+    regstate_batches: asyncio.Queue[list[Any]] | None = None
 
     def _new_transport(self) -> TransportT:
         return EngineTransport(self.conf.broker_consumer, self)
@@ -259,4 +277,7 @@ def build_app(settings: Settings) -> EngineApp:
     )
     app.regstate_fetch_max_wait_ms = settings.engine_fetch_max_wait_ms
     app.regstate_fast_handoff = bool(settings.engine_fast_handoff)
+    if settings.engine_fast_handoff and settings.engine_direct_batches:
+        app.regstate_direct_topic = settings.topic(REGISTRATIONS)
+        app.regstate_batches = asyncio.Queue(maxsize=DIRECT_BATCHES_QUEUED)
     return app
