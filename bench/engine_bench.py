@@ -108,10 +108,15 @@ class WorkerProc:
     def start(self) -> None:
         out = self.log.open("ab")
         self.started_at = time.monotonic()
+        # REGSTATE_BENCH_SRC: run the worker of another checkout (e.g. main, as a baseline).
+        src = self.env.get("REGSTATE_BENCH_SRC") or str(ROOT)
+        env = {**os.environ, **self.env}
+        if "REGSTATE_BENCH_SRC" in self.env:
+            env["PYTHONPATH"] = src
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams", "worker"],
-            cwd=ROOT,
-            env={**os.environ, **self.env},
+            cwd=src,
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -238,43 +243,56 @@ def fold_rate(
     events: list[RegistrationEvent],
     label: str = "throughput",
     extra_env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> tuple[WorkerProc, float]:
-    """Publish ``events`` under a fresh prefix, fold them with one worker; return it and its rate.
+    """Publish ``events`` under a fresh prefix, fold them with ``workers`` worker processes
+    (one group); return the first worker (the others are stopped) and the rate.
 
-    The rate runs from the worker's first folded event until its group has
-    committed the end of regstate.registrations (so: folded, published, acked).
+    The rate runs from the first folded event until the group has committed the
+    end of regstate.registrations (so: folded, published, acked).
     """
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     slug = label.replace(" ", "-")
-    env = worker_env(args, prefix, work / f"w-{slug}", "bt")
-    env.update(extra_env or {})
-    settings = Settings.from_env(env)
+    envs = []
+    for i in range(workers):
+        env = worker_env(args, prefix, work / f"w-{slug}-{i}", f"bt{i}")
+        env.update(extra_env or {})
+        envs.append(env)
+    settings = Settings.from_env(envs[0])
     ensure(settings)
     rate = publish(settings, events)
     print(f"{label}: published {len(events)} events at {rate:.0f}/s", flush=True)
 
-    worker = WorkerProc(env, work / f"{slug}-worker.log")
-    worker.start()
-    wait_for(worker.ready, 120, "worker ready")
-    first = wait_for(lambda: worker.folded() > 0 and time.monotonic(), 120, "first fold", 0.02)
-    cpu_first = worker.cpu_seconds()
-    wait_for(lambda: worker.folded() >= len(events), 3600, "all events folded", 0.05)
+    procs = [WorkerProc(env, work / f"{slug}-worker-{i}.log") for i, env in enumerate(envs)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        wait_for(proc.ready, 180, "worker ready")
+
+    def folded() -> float:
+        return sum(p.folded() for p in procs)
+
+    first = wait_for(lambda: folded() > 0 and time.monotonic(), 120, "first fold", 0.02)
+    cpu_first = sum(p.cpu_seconds() for p in procs)
+    wait_for(lambda: folded() >= len(events), 3600, "all events folded", 0.05)
     folded_at = time.monotonic()
     group, topic = f"{prefix}engine", settings.topic("registrations")
     wait_for(
         lambda: asyncio.run(committed_to_end(args.bootstrap, group, topic)), 600, "commit", 0.2
     )
     done = time.monotonic()
-    cpu_us = (worker.cpu_seconds() - cpu_first) / len(events) * 1e6
+    cpu_us = (sum(p.cpu_seconds() for p in procs) - cpu_first) / len(events) * 1e6
     eps = len(events) / (done - first)
     # CPU per event is the figure the other tenants of a shared machine disturb least.
     print(
-        f"RESULT {label}: {len(events)} events folded in {folded_at - first:.2f} s, "
-        f"outputs acknowledged and committed after {done - first:.2f} s: {eps:.0f} events/s, "
-        f"worker CPU {cpu_us:.0f} µs/event",
+        f"RESULT {label}: {len(events)} events folded by {workers} worker(s) in "
+        f"{folded_at - first:.2f} s, outputs acknowledged and committed after "
+        f"{done - first:.2f} s: {eps:.0f} events/s, worker CPU {cpu_us:.0f} µs/event",
         flush=True,
     )
-    return worker, eps
+    for proc in procs[1:]:
+        proc.stop()
+    return procs[0], eps
 
 
 def phase_throughput(

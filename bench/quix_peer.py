@@ -14,9 +14,12 @@ worker (one line per ``--worker LABEL:ENV=V,...``)
     ``regstate worker`` (RocksDB) folding the log published under its own prefix;
     from its first folded record until its group committed the end of the log
     (folded, every output acknowledged, offsets committed). ``ENV`` names are
-    ``REGSTATE_*`` without the prefix. By default two workers: ``faust-defaults``
-    (record by record, Faust's hand-off, 1.5 s fetch wait, 4096-record stream
-    buffer, no poll limit to speak of) and ``regstate`` (the settings' defaults).
+    ``REGSTATE_*`` without the prefix; ``PROCESSES=N`` runs N workers in one
+    group (the scaling figure: ``--worker one: --worker two:PROCESSES=2``);
+    ``BENCH_SRC=DIR`` runs the worker of another checkout (a baseline). By
+    default two workers: ``faust-defaults`` (record by record, Faust's hand-off,
+    1.5 s fetch wait, 4096-record stream buffer, no poll limit to speak of) and
+    ``regstate`` (the settings' defaults).
 quix
     A Quix Streams application (RocksDB state with changelog, at-least-once,
     librdkafka) in its own process, folding the same log with the project's
@@ -80,13 +83,18 @@ def bare_rate(events: list[RegistrationEvent]) -> float:
     return len(records) / wall
 
 
-def parse_worker(spec: str) -> tuple[str, dict[str, str]]:
+def parse_worker(spec: str) -> tuple[str, dict[str, str], int]:
+    """``LABEL:ENV=V,...`` (``PROCESSES=N`` runs N worker processes in one group)."""
     label, _, rest = spec.partition(":")
     env = {}
+    processes = 1
     for item in filter(None, rest.split(",")):
         name, _, value = item.partition("=")
-        env[f"REGSTATE_{name.strip().upper()}"] = value.strip()
-    return label or "regstate", env
+        if name.strip().upper() == "PROCESSES":
+            processes = int(value)
+        else:
+            env[f"REGSTATE_{name.strip().upper()}"] = value.strip()
+    return label or "regstate", env, processes
 
 
 # --------------------------------------------------------------------------- the Quix peer
@@ -234,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RESULT bare decode+fold: {bare:.0f} events/s (in process, one core)", flush=True)
     rates: dict[str, float] = {}
     for spec in args.worker or DEFAULT_WORKERS:
-        label, env = parse_worker(spec)
-        worker, eps = fold_rate(args, work, events, f"worker {label}", env)
+        label, env, processes = parse_worker(spec)
+        worker, eps = fold_rate(args, work, events, f"worker {label}", env, processes)
         worker.stop()
         rates[label] = eps
     quix = 0.0 if args.no_quix else quix_rate(args, work, events)
