@@ -119,7 +119,7 @@ def quix_child(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         loglevel="WARNING",
         processing_guarantee="at-least-once",
-        # The state holds the fold's own bytes: no JSON layer around them.
+        # The state holds the fold's own bytes under a bytes key: no JSON layer.
         rocksdb_options=RocksDBOptions(dumps=lambda v: v, loads=lambda v: v),
     )
     config = TopicConfig(num_partitions=args.partitions, replication_factor=1)
@@ -149,14 +149,14 @@ def quix_child(args: argparse.Namespace) -> int:
             app.stop()
         current = cache.get(key)
         if current is None:
-            raw = state.get("s")
+            raw = state.get(b"s")
             current = None if raw is None else decode_state(raw)
         folded = fold_event(current, decode_event(value), policy)
         if folded.outcome is Outcome.DUPLICATE:
             return []
         new = folded.state
         cache[key] = new
-        state.set("s", encode_state(new, internal=True))
+        state.set(b"s", encode_state(new, internal=True))
         if not folded.events:
             return []
         public = encode_state(new, internal=False) if new.contacts else None
@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         worker.stop()
         rates[label] = eps
     quix = 0.0 if args.no_quix else quix_rate(args, work, events)
-    print(f"bare decode+fold again: {bare_rate(events):.0f} events/s", flush=True)
+    again = bare_rate(events)
+    print(f"bare decode+fold again: {again:.0f} events/s", flush=True)
+    bare = max(bare, again)  # the ratio against the faster of the two: the stricter one
     for label, eps in rates.items():
         line = f"RATIO worker {label}: {eps:.0f} events/s = {eps / bare:.0%} of bare ({bare:.0f})"
         if quix:
