@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import replace
@@ -47,12 +48,13 @@ log = logging.getLogger("regstate.engine")
 class _Touched:
     """One AOR's running state within a batch."""
 
-    __slots__ = ("changed", "events", "partition", "republish", "state")
+    __slots__ = ("changed", "events", "partition", "republish", "state", "ts")
 
     def __init__(self, partition: int, state: AorState | None) -> None:
         self.partition = partition  # of the AOR's records: the AOR's
         self.state = state
         self.changed = False
+        self.ts = 0  # of the AOR's last record that changed its state
         self.republish = False
         self.events: list[BindingEvent] = []
 
@@ -135,6 +137,11 @@ class FoldAgent:
 
     async def fold_batch(self, messages: list[Message]) -> None:
         """Fold ``messages`` (offset order per partition) and hold them until their outputs."""
+        started = time.perf_counter()
+        await self._fold_batch(messages)
+        self.metrics.fold_seconds.observe(time.perf_counter() - started)
+
+    async def _fold_batch(self, messages: list[Message]) -> None:
         engine = self.engine
         positions = engine.positions
         admission = engine.admission
@@ -186,6 +193,7 @@ class FoldAgent:
                 continue
             t.state = folded.state
             t.changed = True
+            t.ts = ev.ts
             if folded.events:
                 t.events.extend(folded.events)
         outputs = BatchOutputs(engine.producer(), self._sent)
@@ -217,6 +225,8 @@ class FoldAgent:
         bindings = engine.bindings_topic
         out = partition if engine.same_partitions else await self._partition_of(bindings, key)
         outputs.add(bindings, out, key, _public(state))
+        if t.changed:
+            self.metrics.publish_to_bindings.observe(max(0, engine.now_ms() - t.ts) / 1000)
         if t.events:
             events_topic = engine.events_topic
             if not engine.same_partitions:

@@ -26,8 +26,10 @@ from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerDriver
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import ProducerT, TransportT
 
+from streams.log.kafka_config import faust_broker_options
 from streams.log.topics import REGISTRATIONS
 from streams.settings import Settings
+from streams.webserver import scheme, tls_context
 
 YIELD_EVERY = 500
 """Records handed to streams between two forced event-loop turns of the drain loop."""
@@ -232,12 +234,12 @@ def rocksdb_options(settings: Settings) -> dict[str, int]:
 
 def build_app(settings: Settings) -> EngineApp:
     """The Faust app with every setting regstate depends on spelled out."""
-    servers = [f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",") if s.strip()]
     datadir = Path(settings.data_dir) / "engine" / settings.worker_id
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = EngineApp(
         f"{settings.topic_prefix}engine",
-        broker=servers,
+        # Bootstrap servers and SASL/TLS credentials: the one Kafka client setup.
+        **faust_broker_options(settings),
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(datadir),
         autodiscover=False,
@@ -267,7 +269,8 @@ def build_app(settings: Settings) -> EngineApp:
         web_bind=settings.web_bind,
         web_port=settings.web_port,
         web_host=settings.web_host,
-        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        canonical_url=f"{scheme(settings)}://{settings.web_host}:{settings.web_port}",
+        web_ssl_context=tls_context(settings),
         # trap 10: no table dumps over HTTP; only the views below.
         web_tables_enabled=False,
         web_router_enabled=False,

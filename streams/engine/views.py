@@ -14,24 +14,34 @@ from faust.web import Request, Response, View
 
 from processors.problems import problems_response
 from processors.sipuri import AorError, canonical_aor
+from processors.why import not_found_body
 from schemas import decode_state, encode_state
 from streams.log.routing import kafka_partition, owner_of, same_worker
-from streams.metrics import render
+from streams.metrics.engine import render
+from streams.webserver import CHALLENGE
 
 if TYPE_CHECKING:
     from streams.engine.worker import Engine
 
 ROUTED_HEADER: Final = "X-Regstate-Routed"
 """Set on a request one worker forwards to another: the receiver never forwards again."""
+UNAUTHORIZED: Final = {"WWW-Authenticate": CHALLENGE}
 
 
 def add_views(engine: Engine) -> None:
     """Register the API's pages on ``engine.app``."""
     app = engine.app
+    # The shared bearer-token check (streams/webserver.py), on each data view.
+    auth = engine.http_auth
+
+    def refused(view: View, request: Request) -> Response | None:
+        if auth.allows(request.rel_url.path, request.headers.get("Authorization")):
+            return None
+        return view.json({"error": "unauthorized"}, status=401, headers=dict(UNAUTHORIZED))
 
     @app.page("/v1/aors/{aor}")
     async def aor(view: View, request: Request, aor: str) -> Response:
-        return await aor_view(engine, view, request, aor)
+        return refused(view, request) or await aor_view(engine, view, request, aor)
 
     @app.page("/healthz")
     async def healthz(view: View, request: Request) -> Response:
@@ -49,7 +59,7 @@ def add_views(engine: Engine) -> None:
 
     @app.page("/v1/problems")
     async def problems(view: View, request: Request) -> Response:
-        return await problems_view(engine, view, request)
+        return refused(view, request) or await problems_view(engine, view, request)
 
     @app.page("/metrics")
     async def metrics(view: View, request: Request) -> Response:
@@ -89,7 +99,8 @@ async def aor_view(engine: Engine, view: View, request: Request, aor: str) -> Re
     state = None if raw is None else decode_state(raw)
     active = None if state is None else state.only_active(engine.now_ms())
     if active is None or not active.contacts:
-        return view.json({"error": "not_found", "aor": canonical}, status=404)
+        # Issue 16 point 6: the 404 says why (the AOR's last health).
+        return view.json(not_found_body(canonical, state), status=404)
     return view.bytes(
         encode_state(active, internal=False), content_type="application/json", status=200
     )
@@ -119,7 +130,8 @@ async def _forward(engine: Engine, view: View, owner: str, aor: str) -> Response
     url = f"{owner.rstrip('/')}/v1/aors/{quote(aor, safe=':@')}"
     try:
         async with engine.app.http_client.get(
-            url, headers={ROUTED_HEADER: engine.settings.worker_id}
+            url,
+            headers={ROUTED_HEADER: engine.settings.worker_id, **engine.http_auth.client_headers()},
         ) as resp:
             body = await resp.read()
             return view.bytes(body, content_type="application/json", status=resp.status)

@@ -40,7 +40,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Final
 
 import orjson
@@ -48,6 +48,7 @@ from faust.types import TP
 
 from processors.expiry import SeqSource, SweepPlanner, sweeper_node
 from schemas import AorState, decode_state, encode_event
+from streams.clock import Clock, now_ms, now_us
 from streams.engine.ackgate import AckGate
 from streams.engine.agent import FoldAgent
 from streams.engine.faust_edge import BindingsTable, build_app, rocksdb_options
@@ -55,8 +56,9 @@ from streams.engine.views import add_views
 from streams.log.deadletter import DeadLetter, DeadLetterPolicy
 from streams.log.routing import cached_partition
 from streams.log.topics import BINDING_EVENTS, BINDINGS, DEADLETTER, REGISTRATIONS
-from streams.metrics import EngineMetrics
+from streams.metrics.engine import EngineMetrics
 from streams.settings import Settings
+from streams.webserver import HttpAuth
 
 log = logging.getLogger("regstate.engine")
 
@@ -69,19 +71,6 @@ FAUST_OFFSET_KEY: Final = b"__faust\0offset__"
 """Faust's own bookkeeping key inside each RocksDB partition; not an AOR."""
 
 
-def wall_ms() -> int:
-    """Wall clock, ms since the epoch: the one clock of the engine (sweeper, API filter)."""
-    return time.time_ns() // 1_000_000
-
-
-def wall_us() -> int:
-    """Wall clock in µs: the start of the sweeper node's seq (DESIGN section 4)."""
-    return time.time_ns() // 1000
-
-
-# --------------------------------------------------------------------------- engine
-
-
 class Engine:
     """The worker: agent, table, outputs, sweeper and query API on one Faust app."""
 
@@ -89,7 +78,7 @@ class Engine:
         self,
         settings: Settings,
         *,
-        now_ms: Callable[[], int] = wall_ms,
+        now_ms: Clock = now_ms,
         outputs_copartitioned: bool = False,
     ) -> None:
         """Define the app. ``outputs_copartitioned``: regstate.bindings and binding-events
@@ -105,7 +94,7 @@ class Engine:
             grace_ms=settings.grace_ms,
             resend_ms=settings.sweep_resend_ms,
             now=now_ms,
-            seq=SeqSource(wall_us),
+            seq=SeqSource(now_us),
         )
         self.admission = DeadLetterPolicy(settings.partitions, cached_partition)
         self.source_topic = settings.topic(REGISTRATIONS)
@@ -156,6 +145,7 @@ class Engine:
         # mode types a receiver as a union of callables mypy cannot match an async method to.
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
+        self.http_auth = HttpAuth.from_settings(settings)
         add_views(self)
 
     async def dead_letter(self, letter: DeadLetter) -> asyncio.Future[Any]:
