@@ -109,9 +109,9 @@ class WorkerProc:
         out = self.log.open("ab")
         self.started_at = time.monotonic()
         # REGSTATE_BENCH_SRC: run the worker of another checkout (e.g. main, as a baseline).
-        src = self.env.get("REGSTATE_BENCH_SRC") or str(ROOT)
         env = {**os.environ, **self.env}
-        if "REGSTATE_BENCH_SRC" in self.env:
+        src = env.get("REGSTATE_BENCH_SRC") or str(ROOT)
+        if env.get("REGSTATE_BENCH_SRC"):
             env["PYTHONPATH"] = src
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams", "worker"],
