@@ -244,12 +244,15 @@ def fold_rate(
     label: str = "throughput",
     extra_env: dict[str, str] | None = None,
     workers: int = 1,
+    live: bool = False,
 ) -> tuple[WorkerProc, float]:
     """Publish ``events`` under a fresh prefix, fold them with ``workers`` worker processes
     (one group); return the first worker (the others are stopped) and the rate.
 
     The rate runs from the first folded event until the group has committed the
-    end of regstate.registrations (so: folded, published, acked).
+    end of regstate.registrations (so: folded, published, acked). ``live``:
+    the workers start (and share the partitions) first and the log is published
+    while they fold; otherwise the log is published first (a backlog).
     """
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     slug = label.replace(" ", "-")
@@ -260,14 +263,26 @@ def fold_rate(
         envs.append(env)
     settings = Settings.from_env(envs[0])
     ensure(settings)
-    rate = publish(settings, events)
-    print(f"{label}: published {len(events)} events at {rate:.0f}/s", flush=True)
+    if not live:
+        rate = publish(settings, events)
+        print(f"{label}: published {len(events)} events at {rate:.0f}/s", flush=True)
 
     procs = [WorkerProc(env, work / f"{slug}-worker-{i}.log") for i, env in enumerate(envs)]
     for proc in procs:
         proc.start()
     for proc in procs:
         wait_for(proc.ready, 180, "worker ready")
+    publisher = None
+    if live:
+        # Every worker ready with its share; a thread publishes while they fold.
+        import threading
+
+        def _publish() -> None:
+            rate = publish(settings, events)
+            print(f"{label}: published {len(events)} events at {rate:.0f}/s", flush=True)
+
+        publisher = threading.Thread(target=_publish, daemon=True)
+        publisher.start()
 
     def folded() -> float:
         return sum(p.folded() for p in procs)
@@ -285,11 +300,14 @@ def fold_rate(
     eps = len(events) / (done - first)
     # CPU per event is the figure the other tenants of a shared machine disturb least.
     print(
-        f"RESULT {label}: {len(events)} events folded by {workers} worker(s) in "
+        f"RESULT {label}: {len(events)} events {'published and ' if live else ''}"
+        f"folded by {workers} worker(s) in "
         f"{folded_at - first:.2f} s, outputs acknowledged and committed after "
         f"{done - first:.2f} s: {eps:.0f} events/s, worker CPU {cpu_us:.0f} µs/event",
         flush=True,
     )
+    if publisher is not None:
+        publisher.join()
     for proc in procs[1:]:
         proc.stop()
     return procs[0], eps

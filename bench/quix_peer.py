@@ -15,7 +15,8 @@ worker (one line per ``--worker LABEL:ENV=V,...``)
     from its first folded record until its group committed the end of the log
     (folded, every output acknowledged, offsets committed). ``ENV`` names are
     ``REGSTATE_*`` without the prefix; ``PROCESSES=N`` runs N workers in one
-    group (the scaling figure: ``--worker one: --worker two:PROCESSES=2``);
+    group, started before the log is published, which they fold as it arrives
+    (the scaling figure: ``--worker 1:PROCESSES=1 --worker 2:PROCESSES=2``);
     ``BENCH_SRC=DIR`` runs the worker of another checkout (a baseline). By
     default two workers: ``faust-defaults`` (record by record, Faust's hand-off,
     1.5 s fetch wait, 4096-record stream buffer, no poll limit to speak of) and
@@ -83,11 +84,11 @@ def bare_rate(events: list[RegistrationEvent]) -> float:
     return len(records) / wall
 
 
-def parse_worker(spec: str) -> tuple[str, dict[str, str], int]:
+def parse_worker(spec: str) -> tuple[str, dict[str, str], int | None]:
     """``LABEL:ENV=V,...`` (``PROCESSES=N`` runs N worker processes in one group)."""
     label, _, rest = spec.partition(":")
     env = {}
-    processes = 1
+    processes = None
     for item in filter(None, rest.split(",")):
         name, _, value = item.partition("=")
         if name.strip().upper() == "PROCESSES":
@@ -243,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     rates: dict[str, float] = {}
     for spec in args.worker or DEFAULT_WORKERS:
         label, env, processes = parse_worker(spec)
-        worker, eps = fold_rate(args, work, events, f"worker {label}", env, processes)
+        # With PROCESSES the workers share the partitions before the log is published
+        # (else the first to be ready folds most of a backlog alone).
+        worker, eps = fold_rate(
+            args, work, events, f"worker {label}", env, processes or 1, processes is not None
+        )
         worker.stop()
         rates[label] = eps
     quix = 0.0 if args.no_quix else quix_rate(args, work, events)
