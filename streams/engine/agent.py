@@ -48,7 +48,17 @@ log = logging.getLogger("regstate.engine")
 class _Touched:
     """One AOR's running state within a batch."""
 
-    __slots__ = ("changed", "events", "partition", "republish", "state", "ts")
+    __slots__ = (
+        "changed",
+        "changes",
+        "encoded",
+        "events",
+        "partition",
+        "public",
+        "republish",
+        "state",
+        "ts",
+    )
 
     def __init__(self, partition: int, state: AorState | None) -> None:
         self.partition = partition  # of the AOR's records: the AOR's
@@ -57,6 +67,9 @@ class _Touched:
         self.ts = 0  # of the AOR's last record that changed its state
         self.republish = False
         self.events: list[BindingEvent] = []
+        self.changes: list[bytes] = []  # the events, encoded (in the fold's guard)
+        self.encoded = b""  # the latest state, internal JSON
+        self.public: tuple[AorState, bytes | None] | None = None  # a state and its public
 
 
 class _PartitionContext:
@@ -160,7 +173,8 @@ class FoldAgent:
             group.append(msg)
             key: bytes | None = msg.key
             raw: bytes | None = msg.value
-            admitted = admission.admit(msg.topic, partition, msg.offset, key, raw)
+            record_ts = int(msg.timestamp * 1000) if msg.timestamp else None
+            admitted = admission.admit(msg.topic, partition, msg.offset, key, raw, (), record_ts)
             if isinstance(admitted, DeadLetter):
                 # Original headers are copied only for the rare refused record.
                 letter = replace(admitted, original_headers=_headers(msg.headers))
@@ -168,14 +182,19 @@ class FoldAgent:
                 continue
             assert key is not None  # admitted records have a key
             ev = admitted
-            if msg.timestamp:
-                metrics.observe_skew(ev.node, ev.ts - int(msg.timestamp * 1000))
+            if record_ts is not None:
+                metrics.observe_skew(ev.node, ev.ts - record_ts)
             t = touched.get(key)
             if t is None:
                 set_current(self._context(partition))  # the table reads this partition
                 t = touched[key] = _Touched(partition, self.read(key))
             try:
                 folded = fold_event(t.state, ev, policy)
+                # Encoding sits inside the guard too: a value the codec cannot write
+                # is dead-lettered like a fold bug, never raised into the agent (D81).
+                encoded = encode_state(folded.state, internal=True)
+                public = _public(folded.state) if folded.events else None
+                changes = [encode_binding_event(be) for be in folded.events]
             except Exception as exc:  # the policy turns a fold bug into a dead letter
                 letter = admission.fold_failed(
                     msg.topic, partition, msg.offset, key, raw, exc, _headers(msg.headers)
@@ -192,6 +211,9 @@ class FoldAgent:
                     t.republish = True
                 continue
             t.state = folded.state
+            t.encoded = encoded
+            t.public = (folded.state, public) if folded.events else None
+            t.changes.extend(changes)
             t.changed = True
             t.ts = ev.ts
             if folded.events:
@@ -216,7 +238,7 @@ class FoldAgent:
         partition = t.partition
         if t.changed:
             _current_event.set(self._context(partition))  # the store's partition
-            value = encode_state(state, internal=True)  # a new value, never mutated (trap 1)
+            value = t.encoded  # a new value, never mutated (trap 1)
             engine.table.store(key, value)
             outputs.add(self._changelog, partition, key, value)
             self.remember(key, state)
@@ -224,7 +246,10 @@ class FoldAgent:
             return
         bindings = engine.bindings_topic
         out = partition if engine.same_partitions else await self._partition_of(bindings, key)
-        outputs.add(bindings, out, key, _public(state))
+        # The latest state's public form: encoded with it by the fold unless its
+        # last change emitted no binding event (or the record was a redelivery).
+        public = t.public[1] if t.public is not None and t.public[0] is state else _public(state)
+        outputs.add(bindings, out, key, public)
         if t.changed:
             self.metrics.publish_to_bindings.observe(max(0, engine.now_ms() - t.ts) / 1000)
         if t.events:
@@ -232,9 +257,9 @@ class FoldAgent:
             if not engine.same_partitions:
                 out = await self._partition_of(events_topic, key)
             counts = self.metrics.binding_events
-            for be in t.events:
+            for be, change in zip(t.events, t.changes, strict=True):
                 counts[be.event] += 1
-                outputs.add(events_topic, out, key, encode_binding_event(be))
+                outputs.add(events_topic, out, key, change)
             engine.planner.observe(partition, key, state)
 
     def _context(self, partition: int) -> Any:
