@@ -8,7 +8,7 @@
 
 Phases (each prints one ``RESULT`` line; targets in brackets):
 
-throughput [>= 50k events/s]
+throughput
     Publishes N synthetic events (bench/gen_events.py) to a fresh topic prefix,
     starts one ``regstate worker`` (RocksDB store), and times the fold of all of
     them: from the worker's first folded event until the consumer group has
@@ -108,10 +108,15 @@ class WorkerProc:
     def start(self) -> None:
         out = self.log.open("ab")
         self.started_at = time.monotonic()
+        # REGSTATE_BENCH_SRC: run the worker of another checkout (e.g. main, as a baseline).
+        env = {**os.environ, **self.env}
+        src = env.get("REGSTATE_BENCH_SRC") or str(ROOT)
+        if env.get("REGSTATE_BENCH_SRC"):
+            env["PYTHONPATH"] = src
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams", "worker"],
-            cwd=ROOT,
-            env={**os.environ, **self.env},
+            cwd=src,
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -136,6 +141,16 @@ class WorkerProc:
             return exc.code, b""
         except OSError:
             return 0, b""
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the worker process has used so far (Linux /proc)."""
+        if self.proc is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def ready(self) -> bool:
         return self.get("/readyz")[0] == 200
@@ -214,42 +229,96 @@ def ensure(settings: Settings) -> None:
 # --------------------------------------------------------------------------- phases
 
 
-def phase_throughput(
-    args: argparse.Namespace, work: Path
-) -> tuple[WorkerProc, float, list[RegistrationEvent]]:
-    """Fold N pre-published events; return the running worker, its rate and unpublished events."""
+def bench_events(args: argparse.Namespace, total: int) -> list[RegistrationEvent]:
+    """The synthetic log of a run (bench/gen_events.py), ending about now."""
     from gen_events import generate_events
 
-    prefix = f"bench-{uuid.uuid4().hex[:8]}."
-    env = worker_env(args, prefix, work / "tp", "bt")
-    settings = Settings.from_env(env)
-    ensure(settings)
-    total = args.events + args.latency_events
     span = 300_000 * total // args.aors
-    events = list(
-        generate_events(total, args.aors, 4, args.seed, start_ts=now_ms() - span, raw=True)
-    )
-    rate = publish(settings, events[: args.events])
-    print(f"published {args.events} events at {rate:.0f}/s", flush=True)
+    return list(generate_events(total, args.aors, 4, args.seed, start_ts=now_ms() - span, raw=True))
 
-    worker = WorkerProc(env, work / "throughput-worker.log")
-    worker.start()
-    wait_for(worker.ready, 120, "worker ready")
-    first = wait_for(lambda: worker.folded() > 0 and time.monotonic(), 120, "first fold", 0.02)
-    wait_for(lambda: worker.folded() >= args.events, 3600, "all events folded", 0.05)
+
+def fold_rate(
+    args: argparse.Namespace,
+    work: Path,
+    events: list[RegistrationEvent],
+    label: str = "throughput",
+    extra_env: dict[str, str] | None = None,
+    workers: int = 1,
+    live: bool = False,
+) -> tuple[WorkerProc, float]:
+    """Publish ``events`` under a fresh prefix, fold them with ``workers`` worker processes
+    (one group); return the first worker (the others are stopped) and the rate.
+
+    The rate runs from the first folded event until the group has committed the
+    end of regstate.registrations (so: folded, published, acked). ``live``:
+    the workers start (and share the partitions) first and the log is published
+    while they fold; otherwise the log is published first (a backlog).
+    """
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    slug = label.replace(" ", "-")
+    envs = []
+    for i in range(workers):
+        env = worker_env(args, prefix, work / f"w-{slug}-{i}", f"bt{i}")
+        env.update(extra_env or {})
+        envs.append(env)
+    settings = Settings.from_env(envs[0])
+    ensure(settings)
+    if not live:
+        rate = publish(settings, events)
+        print(f"{label}: published {len(events)} events at {rate:.0f}/s", flush=True)
+
+    procs = [WorkerProc(env, work / f"{slug}-worker-{i}.log") for i, env in enumerate(envs)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        wait_for(proc.ready, 180, "worker ready")
+    publisher = None
+    if live:
+        # Every worker ready with its share; a thread publishes while they fold.
+        import threading
+
+        def _publish() -> None:
+            rate = publish(settings, events)
+            print(f"{label}: published {len(events)} events at {rate:.0f}/s", flush=True)
+
+        publisher = threading.Thread(target=_publish, daemon=True)
+        publisher.start()
+
+    def folded() -> float:
+        return sum(p.folded() for p in procs)
+
+    first = wait_for(lambda: folded() > 0 and time.monotonic(), 120, "first fold", 0.02)
+    cpu_first = sum(p.cpu_seconds() for p in procs)
+    wait_for(lambda: folded() >= len(events), 3600, "all events folded", 0.05)
     folded_at = time.monotonic()
     group, topic = f"{prefix}engine", settings.topic("registrations")
     wait_for(
         lambda: asyncio.run(committed_to_end(args.bootstrap, group, topic)), 600, "commit", 0.2
     )
     done = time.monotonic()
-    eps = args.events / (done - first)
+    cpu_us = (sum(p.cpu_seconds() for p in procs) - cpu_first) / len(events) * 1e6
+    eps = len(events) / (done - first)
+    # CPU per event is the figure the other tenants of a shared machine disturb least.
     print(
-        f"RESULT throughput: {args.events} events folded in {folded_at - first:.2f} s, "
-        f"outputs acknowledged and committed after {done - first:.2f} s: {eps:.0f} events/s "
-        f"[target >= 50000]",
+        f"RESULT {label}: {len(events)} events {'published and ' if live else ''}"
+        f"folded by {workers} worker(s) in "
+        f"{folded_at - first:.2f} s, outputs acknowledged and committed after "
+        f"{done - first:.2f} s: {eps:.0f} events/s, worker CPU {cpu_us:.0f} µs/event",
         flush=True,
     )
+    if publisher is not None:
+        publisher.join()
+    for proc in procs[1:]:
+        proc.stop()
+    return procs[0], eps
+
+
+def phase_throughput(
+    args: argparse.Namespace, work: Path
+) -> tuple[WorkerProc, float, list[RegistrationEvent]]:
+    """Fold N pre-published events; return the running worker, its rate and unpublished events."""
+    events = bench_events(args, args.events + args.latency_events)
+    worker, eps = fold_rate(args, work, events[: args.events])
     return worker, eps, events[args.events :]
 
 

@@ -96,6 +96,28 @@ class Settings:
     """Worker: how often consumed offsets are committed (only those whose outputs are acked)."""
     profile: str = ""
     """Worker: when set, a path; the worker writes a cProfile of its run there on exit."""
+    # --- engine hot path (issue 13): batching and Faust's consumer
+    engine_batch_max: int = 2000
+    """Worker: source records folded per batch (each touched AOR's latest state is written
+    to the table and regstate.bindings once per batch); 1 folds record by record."""
+    engine_batch_within_ms: int = 10
+    """Worker: how long a batch waits to fill before it is folded as it is (added latency
+    at low rates is at most this)."""
+    engine_max_poll_records: int = 2000
+    """Worker: records per hand-off from Faust's consumer thread to the streams."""
+    engine_stream_buffer: int = 8192
+    """Worker: records the fold's stream may buffer (Faust pauses a partition's fetch at
+    80 % of it)."""
+    engine_fetch_max_wait_ms: int = 100
+    """Worker: how long the broker may hold a fetch that found no new record (Faust
+    hard-codes 1500 ms; partitions with records buffered wait for that fetch to return)."""
+    engine_fast_handoff: int = 1
+    """Worker: 1 hands fetched records to the stream directly when that cannot block;
+    0 uses Faust's per-record ``wait_first`` (for comparison in bench/quix_peer.py)."""
+    engine_direct_batches: int = 1
+    """Worker: 1 (with ``engine_fast_handoff``) passes each fetched batch of source records
+    to the fold agent as one list instead of record by record through a Faust stream;
+    0 uses the stream and ``take_events`` (for comparison in bench/quix_peer.py)."""
     log_level: str = "info"
     """Every command: log level (``debug``, ``info``, ``warning``, ``error``)."""
     # -- logging (issue 16): one setup for every command, streams/logsetup.py
@@ -304,6 +326,10 @@ class Settings:
             "producer_linger_ms",
             "health_short_expiry_ms",
             "health_flap_window_ms",
+            "engine_batch_within_ms",
+            "engine_fetch_max_wait_ms",
+            "engine_fast_handoff",
+            "engine_direct_batches",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"REGSTATE_{name.upper()} must not be negative")
@@ -323,6 +349,9 @@ class Settings:
             "health_auth_fail_threshold",
             "health_retransmission_threshold",
             "health_flap_threshold",
+            "engine_batch_max",
+            "engine_max_poll_records",
+            "engine_stream_buffer",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"REGSTATE_{name.upper()} must be at least 1")

@@ -75,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
         # streams.logsetup configured logging already (REGSTATE_LOG_FORMAT).
         override_logging=False,
     )
+    # Faust's start-up spinner sets the root logger to DEBUG (to spin on every
+    # record) and never lowers it: every aiokafka debug call then builds a
+    # LogRecord, four per folded event (D71).
+    worker.spinner = None
     profiler: cProfile.Profile | None = None
     if settings.profile:
         profiler = cProfile.Profile()

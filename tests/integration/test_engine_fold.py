@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 
 from processors.replay import replay
+from schemas import encode_state
+from streams.log.routing import kafka_partition
 from tests.helpers import unique_name
 from tests.integration.engine_harness import (
     Worker,
     binding_events_view,
     bindings_view,
+    compacted,
     diff_views,
     engine_env,
     ensure,
@@ -79,6 +82,19 @@ def test_bindings_topic_equals_replay_of_the_log(kafka_bootstrap: str, tmp_path:
         )
         want_events = expected_binding_events(from_log)
         assert got_events == want_events, "\n".join(diff_views(got_events, want_events, 2))
+
+        # Batches write each AOR once with its own record's partition context
+        # (faust-streaming #497): every changelog record sits in its key's
+        # partition, and the last one per AOR is the replay's internal state.
+        changelog = asyncio.run(read_topic(kafka_bootstrap, f"{prefix}engine-bindings-changelog"))
+        misplaced = [
+            r.key for r in changelog if r.partition != kafka_partition(r.key, settings.partitions)
+        ]
+        assert misplaced == []
+        assert compacted(changelog) == {
+            aor.encode(): encode_state(state, internal=True)
+            for aor, state in from_log.states.items()
+        }
 
         metrics = worker.metrics()
         assert metric_sum(metrics, "regstate_events_folded_total") == 20_000

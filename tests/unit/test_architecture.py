@@ -160,10 +160,10 @@ def _violations(owner: tuple[str, ...], forbidden: tuple[str, ...]) -> list[str]
 
 def test_the_scanner_sees_the_project_and_its_imports() -> None:
     # Guards the guards: an empty scan would make every rule below pass.
-    assert {"schemas.events", "processors.fold", "streams.engine.worker"} <= MODULES.keys()
+    assert {"schemas.events", "processors.fold", "streams.engine.faust_edge"} <= MODULES.keys()
     fold = {i.target for i in IMPORTS["processors.fold"]}
     assert {"schemas.events", "schemas.state", "processors.policy"} <= fold
-    assert any(i.target == "faust" for i in IMPORTS["streams.engine.worker"])
+    assert any(i.target == "faust" for i in IMPORTS["streams.engine.faust_edge"])
     lazy = [i for imports in IMPORTS.values() for i in imports if not i.top_level]
     assert lazy, "function-level imports are seen too"
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from streams.engine.worker import Engine, rocksdb_options
+from streams.engine.faust_edge import rocksdb_options
+from streams.engine.worker import Engine
 from streams.settings import Settings
 
 
@@ -64,10 +65,32 @@ async def test_producer_is_idempotent_with_acks_all(tmp_path: Path) -> None:
         await client.stop()
 
 
+def test_hot_path_settings_reach_faust_and_the_consumer(tmp_path: Path) -> None:
+    """D72: poll size, stream buffer and fetch wait come from settings; source records
+    go to the fold agent as batches unless the Faust stream path is asked for."""
+    engine = _engine(
+        tmp_path,
+        engine_max_poll_records="1500",
+        engine_stream_buffer="5000",
+        engine_fetch_max_wait_ms="40",
+    )
+    conf = engine.app.conf
+    assert conf.broker_max_poll_records == 1500
+    assert conf.stream_buffer_maxsize == 5000
+    assert engine.app.regstate_fetch_max_wait_ms == 40
+    assert engine.app.regstate_direct_topic == "cfg.registrations"
+    assert engine.app.regstate_batches is not None
+    for off in ({"engine_direct_batches": "0"}, {"engine_fast_handoff": "0"}):
+        app = _engine(tmp_path / next(iter(off)), **off).app
+        assert app.regstate_direct_topic is None and app.regstate_batches is None
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
         ("store", "lmdb"),
+        ("engine_batch_max", "0"),
+        ("engine_fetch_max_wait_ms", "-1"),
         ("sweep_interval_ms", "0"),
         ("log_level", "loud"),
         ("grace_ms", "-1"),

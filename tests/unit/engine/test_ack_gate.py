@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from streams.engine.worker import AckGate
+from streams.engine.ackgate import AckGate
 
 
 class FakeMessage:
@@ -112,3 +112,44 @@ async def test_revoked_partitions_are_forgotten() -> None:
     gate.hold(later, [])  # type: ignore[arg-type]
     _stream_ack(later)
     assert acked == [(3, 1)], "a new assignment is not blocked by the old queue"
+
+
+async def test_a_batch_group_is_released_only_when_all_its_outputs_are_acked() -> None:
+    """A folded batch holds all its records of a partition on the batch's outputs:
+    the latest state of an AOR written once covers every record of it in the batch."""
+    loop = asyncio.get_running_loop()
+    acked: list[tuple[int, int]] = []
+    gate = AckGate(lambda: None, lambda exc: None)
+    first = [FakeMessage(0, i, acked) for i in range(3)]
+    second = [FakeMessage(0, i, acked) for i in range(3, 5)]
+    f1 = [loop.create_future() for _ in range(2)]
+    f2 = [loop.create_future()]
+    gate.hold_group(0, first, f1)  # type: ignore[arg-type]
+    gate.hold_group(0, second, f2)  # type: ignore[arg-type]
+    for m in first + second:
+        _stream_ack(m)
+    assert gate.pending() == 5
+    f2[0].set_result(None)
+    f1[0].set_result(None)
+    await asyncio.sleep(0)
+    assert acked == [], "one output of the first batch is still in flight"
+    f1[1].set_result(None)
+    await asyncio.sleep(0)
+    assert acked == [(0, i) for i in range(5)]
+    assert gate.pending() == 0
+
+
+async def test_a_group_without_outputs_waits_for_the_groups_before_it() -> None:
+    loop = asyncio.get_running_loop()
+    acked: list[tuple[int, int]] = []
+    gate = AckGate(lambda: None, lambda exc: None)
+    m0, m1 = FakeMessage(2, 0, acked), FakeMessage(2, 1, acked)
+    fut = loop.create_future()
+    gate.hold_group(2, [m0], [fut])  # type: ignore[list-item]
+    gate.hold_group(2, [m1], [])  # type: ignore[list-item]  # all duplicates: no output
+    _stream_ack(m0)
+    _stream_ack(m1)
+    assert acked == []
+    fut.set_result(None)
+    await asyncio.sleep(0)
+    assert acked == [(2, 0), (2, 1)]

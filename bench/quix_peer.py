@@ -1,0 +1,267 @@
+"""The engine against a Quix Streams app folding the same log with the same fold, in one run.
+
+    .venv/bin/pip install -e '.[bench]'          # quixstreams (a bench peer, not a dependency)
+    .venv/bin/python bench/quix_peer.py --events 50000
+    .venv/bin/python bench/quix_peer.py --events 30000 \\
+        --worker "batch1:ENGINE_BATCH_MAX=1" --worker "regstate:"
+
+One synthetic log (bench/gen_events.py, 8 partitions), and in the same run:
+
+bare
+    decode + ``fold_event`` of every record in this process, states in a dict:
+    the rate the fold alone allows on this machine right now.
+worker (one line per ``--worker LABEL:ENV=V,...``)
+    ``regstate worker`` (RocksDB) folding the log published under its own prefix;
+    from its first folded record until its group committed the end of the log
+    (folded, every output acknowledged, offsets committed). ``ENV`` names are
+    ``REGSTATE_*`` without the prefix; ``PROCESSES=N`` runs N workers in one
+    group, started before the log is published, which they fold as it arrives
+    (the scaling figure: ``--worker 1:PROCESSES=1 --worker 2:PROCESSES=2``);
+    ``BENCH_SRC=DIR`` runs the worker of another checkout (a baseline). By
+    default two workers: ``faust-defaults`` (record by record, Faust's hand-off,
+    1.5 s fetch wait, 4096-record stream buffer, no poll limit to speak of) and
+    ``regstate`` (the settings' defaults).
+quix
+    A Quix Streams application (RocksDB state with changelog, at-least-once,
+    librdkafka) in its own process, folding the same log with the project's
+    :func:`processors.fold.fold_event`: state per AOR in its store (raw internal
+    JSON, with the same decoded-state cache the worker has), the public state to
+    a bindings topic and each binding event to an events topic; from its first
+    record until ``Application.run`` returned after its last (final checkpoint:
+    outputs flushed, offsets committed).
+
+Prints ``RESULT`` lines and the ratios worker/quix and worker/bare. All share
+this machine's cores (and the broker); compare ratios, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from engine_bench import (  # noqa: E402
+    bench_events,
+    ensure,
+    fold_rate,
+    publish,
+    worker_env,
+)
+
+from schemas import RegistrationEvent, decode_event, encode_event  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+
+DEFAULT_WORKERS = (
+    "faust-defaults:ENGINE_BATCH_MAX=1,ENGINE_FAST_HANDOFF=0,"
+    "ENGINE_FETCH_MAX_WAIT_MS=1500,ENGINE_MAX_POLL_RECORDS=100000,ENGINE_STREAM_BUFFER=4096",
+    "regstate:",
+)
+
+
+def bare_rate(events: list[RegistrationEvent]) -> float:
+    """decode + fold of every record, in memory, one core: records per second."""
+    from processors.fold import fold_event
+
+    policy = Settings().fold_policy()
+    records = [(e.aor.encode(), encode_event(e)) for e in events]
+    states: dict[bytes, Any] = {}
+    started, cpu = time.perf_counter(), time.process_time()
+    for key, value in records:
+        folded = fold_event(states.get(key), decode_event(value), policy)
+        states[key] = folded.state
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    print(f"bare decode+fold: CPU {cpu / len(records) * 1e6:.0f} µs/event", flush=True)
+    return len(records) / wall
+
+
+def parse_worker(spec: str) -> tuple[str, dict[str, str], int | None]:
+    """``LABEL:ENV=V,...`` (``PROCESSES=N`` runs N worker processes in one group)."""
+    label, _, rest = spec.partition(":")
+    env = {}
+    processes = None
+    for item in filter(None, rest.split(",")):
+        name, _, value = item.partition("=")
+        if name.strip().upper() == "PROCESSES":
+            processes = int(value)
+        else:
+            env[f"REGSTATE_{name.strip().upper()}"] = value.strip()
+    return label or "regstate", env, processes
+
+
+# --------------------------------------------------------------------------- the Quix peer
+
+
+def quix_child(args: argparse.Namespace) -> int:
+    """Run the Quix app until it has processed ``--events`` records; print its timing as JSON."""
+    from quixstreams import Application
+    from quixstreams.models import TopicConfig
+    from quixstreams.state.rocksdb import RocksDBOptions
+
+    from processors.fold import fold_event
+    from processors.outcomes import Outcome
+    from schemas import AorState, decode_state, encode_binding_event, encode_state
+
+    policy = Settings().fold_policy()
+    app = Application(
+        broker_address=args.bootstrap,
+        consumer_group=args.group,
+        auto_offset_reset="earliest",
+        commit_interval=1.0,  # the worker commits every second too
+        state_dir=args.state_dir,
+        loglevel="WARNING",
+        processing_guarantee="at-least-once",
+        # The state holds the fold's own bytes under a bytes key: no JSON layer.
+        rocksdb_options=RocksDBOptions(dumps=lambda v: v, loads=lambda v: v),
+    )
+    config = TopicConfig(num_partitions=args.partitions, replication_factor=1)
+    source = app.topic(args.source, key_deserializer="bytes", value_deserializer="bytes")
+    bindings = app.topic(
+        args.out_prefix + "bindings",
+        key_serializer="bytes",
+        value_serializer="bytes",
+        config=config,
+    )
+    events_topic = app.topic(
+        args.out_prefix + "binding-events",
+        key_serializer="bytes",
+        value_serializer="bytes",
+        config=config,
+    )
+    cache: dict[bytes, AorState] = {}
+    seen = [0]
+    first = [0.0, 0.0]
+    total = args.events
+
+    def fold(value: bytes, key: bytes, timestamp: int, headers: Any, state: Any) -> list[Any]:
+        if not seen[0]:
+            first[:] = [time.monotonic(), time.process_time()]
+        seen[0] += 1
+        if seen[0] >= total:
+            app.stop()
+        current = cache.get(key)
+        if current is None:
+            raw = state.get(b"s")
+            current = None if raw is None else decode_state(raw)
+        folded = fold_event(current, decode_event(value), policy)
+        if folded.outcome is Outcome.DUPLICATE:
+            return []
+        new = folded.state
+        cache[key] = new
+        state.set(b"s", encode_state(new, internal=True))
+        if not folded.events:
+            return []
+        public = encode_state(new, internal=False) if new.contacts else None
+        return [(b"b", public)] + [(b"e", encode_binding_event(be)) for be in folded.events]
+
+    sdf = app.dataframe(source).apply(fold, stateful=True, expand=True, metadata=True)
+    sdf.filter(lambda o: o[0] == b"b").apply(lambda o: o[1]).to_topic(bindings)
+    sdf.filter(lambda o: o[0] == b"e").apply(lambda o: o[1]).to_topic(events_topic)
+    app.run()
+    done, cpu = time.monotonic(), time.process_time() - first[1]
+    timing = {"records": seen[0], "seconds": done - first[0], "cpu": cpu}
+    print(json.dumps(timing), flush=True)
+    return 0
+
+
+def quix_rate(args: argparse.Namespace, work: Path, events: list[RegistrationEvent]) -> float:
+    prefix = f"bench-quix-{uuid.uuid4().hex[:8]}."
+    settings = Settings.from_env(worker_env(args, prefix, work / "quix", "q"))
+    ensure(settings)
+    rate = publish(settings, events)
+    print(f"quix: published {len(events)} events at {rate:.0f}/s", flush=True)
+    cmd = [
+        sys.executable,
+        __file__,
+        "--quix-child",
+        "--bootstrap",
+        args.bootstrap,
+        "--events",
+        str(len(events)),
+        "--partitions",
+        str(args.partitions),
+        "--source",
+        settings.topic("registrations"),
+        "--out-prefix",
+        prefix,
+        "--group",
+        f"{prefix}quix",
+        "--state-dir",
+        str(work / "quix-state"),
+    ]
+    with (work / "quix.log").open("wb") as log:
+        out = subprocess.run(
+            cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT, env=os.environ, timeout=3600
+        )
+    if out.returncode != 0:
+        raise SystemExit(f"bench: the Quix app failed ({out.returncode}); see {work / 'quix.log'}")
+    timing = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    eps = len(events) / timing["seconds"]
+    print(
+        f"RESULT quix: {timing['records']} records folded, outputs flushed and committed "
+        f"in {timing['seconds']:.2f} s: {eps:.0f} events/s, "
+        f"CPU {timing['cpu'] / len(events) * 1e6:.0f} µs/event (all its threads)",
+        flush=True,
+    )
+    return eps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--aors", type=int, default=10_000)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--worker", action="append", default=[], help="LABEL:ENV=V,...")
+    parser.add_argument("--no-quix", action="store_true", help="workers and bare only")
+    parser.add_argument("--data-dir", default="", help="work dir (default: a temp dir)")
+    parser.add_argument("--profile", default="")
+    parser.add_argument("--quix-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
+    parser.add_argument("--out-prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--group", help=argparse.SUPPRESS)
+    parser.add_argument("--state-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quix_child:
+        return quix_child(args)
+    work = Path(args.data_dir or f"/tmp/regstate-quix-{uuid.uuid4().hex[:8]}")  # noqa: S108
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"bench: work dir {work} (logs there)", flush=True)
+    events = bench_events(args, args.events)
+
+    bare = bare_rate(events)
+    print(f"RESULT bare decode+fold: {bare:.0f} events/s (in process, one core)", flush=True)
+    rates: dict[str, float] = {}
+    for spec in args.worker or DEFAULT_WORKERS:
+        label, env, processes = parse_worker(spec)
+        # With PROCESSES the workers share the partitions before the log is published
+        # (else the first to be ready folds most of a backlog alone).
+        worker, eps = fold_rate(
+            args, work, events, f"worker {label}", env, processes or 1, processes is not None
+        )
+        worker.stop()
+        rates[label] = eps
+    quix = 0.0 if args.no_quix else quix_rate(args, work, events)
+    again = bare_rate(events)
+    print(f"bare decode+fold again: {again:.0f} events/s", flush=True)
+    bare = max(bare, again)  # the ratio against the faster of the two: the stricter one
+    for label, eps in rates.items():
+        line = f"RATIO worker {label}: {eps:.0f} events/s = {eps / bare:.0%} of bare ({bare:.0f})"
+        if quix:
+            line += f", {eps / quix:.2f}x quix ({quix:.0f}) [targets: >= 50% of bare, >= 1.5x quix]"
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""The fold agent: folds batches of source records into the table and the output topics.
+
+The agent takes up to ``engine_batch_max`` records at a time (Faust's
+``take_events``, waiting at most ``engine_batch_within_ms`` for a batch to fill),
+folds each record in offset order with :func:`processors.fold.fold_event`, and
+then, per AOR the batch touched (D74):
+
+* writes the latest state to the table once (a new value, trap 1; its
+  changelog record sent like any output, D73), in the partition context of
+  that AOR's record (faust-streaming #497: inside a batch Faust's
+  ``current_event`` is not the record's);
+* publishes the latest public state to regstate.bindings once, when any of its
+  records emitted binding events (or was a redelivered duplicate: republish);
+* publishes every binding event, one per change, in order.
+
+Dead letters are sent per record. The records of each partition in the batch
+are then held by :class:`AckGate` until every output of the batch for that
+partition is acknowledged, so the commit rule is the per-record rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from faust.streams import _current_event  # the contextvar behind faust's current_event()
+from faust.types import StreamT
+from faust.types.tuples import Message
+
+from processors.fold import fold_event
+from processors.outcomes import Outcome
+from schemas import AorState, BindingEvent, decode_state, encode_binding_event, encode_state
+from streams.engine.outputs import BatchOutputs
+from streams.log.deadletter import DeadLetter
+from streams.log.routing import cached_partition
+
+if TYPE_CHECKING:
+    from streams.engine.worker import Engine
+
+log = logging.getLogger("regstate.engine")
+
+
+class _Touched:
+    """One AOR's running state within a batch."""
+
+    __slots__ = (
+        "changed",
+        "changes",
+        "encoded",
+        "events",
+        "partition",
+        "public",
+        "republish",
+        "state",
+        "ts",
+    )
+
+    def __init__(self, partition: int, state: AorState | None) -> None:
+        self.partition = partition  # of the AOR's records: the AOR's
+        self.state = state
+        self.changed = False
+        self.ts = 0  # of the AOR's last record that changed its state
+        self.republish = False
+        self.events: list[BindingEvent] = []
+        self.changes: list[bytes] = []  # the events, encoded (in the fold's guard)
+        self.encoded = b""  # the latest state, internal JSON
+        self.public: tuple[AorState, bytes | None] | None = None  # a state and its public
+
+
+class _PartitionContext:
+    """What faust's table store reads from ``current_event()``: ``.message.partition``.
+
+    Inside a batch no Faust event is current for the record at hand (#497);
+    the agent sets one of these, for the record's partition, around each read
+    and write of the table.
+    """
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, partition: int) -> None:
+        self.message = _PartitionOnly(partition)
+
+
+class _PartitionOnly:
+    __slots__ = ("partition",)
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+
+class FoldAgent:
+    """The ``fold`` agent of one :class:`~streams.engine.worker.Engine` (concurrency 1)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.metrics = engine.metrics
+        # Decoded states of hot AORs; only the agent writes it, a rebalance clears it.
+        self.cache: dict[bytes, AorState] = {}
+        self._changelog = engine.table.changelog_topic_name
+        self._partition_counts: dict[str, int] = {}
+        self._contexts: dict[int, _PartitionContext] = {}
+
+    async def run(self, stream: StreamT[bytes]) -> None:
+        """Fold every record of every owned partition, in order, a batch at a time."""
+        batches = self.engine.app.regstate_batches
+        if batches is not None:
+            await self._run_direct(batches)
+            return
+        batch_max = self.settings.engine_batch_max
+        if batch_max <= 1:
+            async for event in stream.events():
+                await self.fold_batch([event.message])
+            return
+        within = self.settings.engine_batch_within_ms / 1000
+        # take_events is on faust's Stream, not on the StreamT protocol.
+        take_events = stream.take_events  # type: ignore[attr-defined]
+        async for events in take_events(batch_max, within=within):
+            await self.fold_batch([e.message for e in events])
+
+    async def _run_direct(self, batches: asyncio.Queue[list[Message]]) -> None:
+        """Fold the batches the consumer hands over directly (D72), doing what Faust's
+        stream does per record: skip records of an older generation or fetched
+        before a rebalance suspended the flow (they are fetched again from the
+        committed offset), track the rest as unacked, ack each once folded."""
+        app = self.engine.app
+        consumer = app.consumer
+        batch_max = self.settings.engine_batch_max
+        while True:
+            messages = await batches.get()
+            while len(messages) < batch_max and not batches.empty():
+                messages = messages + batches.get_nowait()
+            if not app.flow_control.is_active():
+                continue
+            generation = app.consumer_generation_id
+            live = [m for m in messages if m.generation_id == generation]
+            track = consumer.track_message
+            for m in live:
+                m.incref()  # the stream's reference, dropped below
+                m.tracked = True
+                track(m)
+            await self.fold_batch(live)
+            for m in live:
+                m.ack(consumer)
+
+    async def fold_batch(self, messages: list[Message]) -> None:
+        """Fold ``messages`` (offset order per partition) and hold them until their outputs."""
+        started = time.perf_counter()
+        await self._fold_batch(messages)
+        self.metrics.fold_seconds.observe(time.perf_counter() - started)
+
+    async def _fold_batch(self, messages: list[Message]) -> None:
+        engine = self.engine
+        positions = engine.positions
+        admission = engine.admission
+        policy = engine.policy
+        metrics = self.metrics
+        set_current = _current_event.set
+        groups: dict[int, list[Message]] = {}
+        dead: list[asyncio.Future[Any]] = []  # dead letters, sent record by record
+        touched: dict[bytes, _Touched] = {}
+        for msg in messages:
+            partition = msg.partition
+            positions[partition] = msg.offset + 1
+            group = groups.get(partition)
+            if group is None:
+                group = groups[partition] = []
+            group.append(msg)
+            key: bytes | None = msg.key
+            raw: bytes | None = msg.value
+            record_ts = int(msg.timestamp * 1000) if msg.timestamp else None
+            admitted = admission.admit(msg.topic, partition, msg.offset, key, raw, (), record_ts)
+            if isinstance(admitted, DeadLetter):
+                # Original headers are copied only for the rare refused record.
+                letter = replace(admitted, original_headers=_headers(msg.headers))
+                dead.append(await engine.dead_letter(letter))
+                continue
+            assert key is not None  # admitted records have a key
+            ev = admitted
+            if record_ts is not None:
+                metrics.observe_skew(ev.node, ev.ts - record_ts)
+            t = touched.get(key)
+            if t is None:
+                set_current(self._context(partition))  # the table reads this partition
+                t = touched[key] = _Touched(partition, self.read(key))
+            try:
+                folded = fold_event(t.state, ev, policy)
+                # Encoding sits inside the guard too: a value the codec cannot write
+                # is dead-lettered like a fold bug, never raised into the agent (D81).
+                encoded = encode_state(folded.state, internal=True)
+                public = _public(folded.state) if folded.events else None
+                changes = [encode_binding_event(be) for be in folded.events]
+            except Exception as exc:  # the policy turns a fold bug into a dead letter
+                letter = admission.fold_failed(
+                    msg.topic, partition, msg.offset, key, raw, exc, _headers(msg.headers)
+                )
+                log.exception("fold raised on %s; dead-lettered", ev.id)
+                dead.append(await engine.dead_letter(letter))
+                continue
+            outcome = folded.outcome
+            metrics.observe_fold(ev.kind, outcome)
+            if outcome is Outcome.DUPLICATE:
+                if t.state is not None:
+                    # Redelivered after a crash: the table may be ahead of regstate.bindings.
+                    metrics.republished += 1
+                    t.republish = True
+                continue
+            t.state = folded.state
+            t.encoded = encoded
+            t.public = (folded.state, public) if folded.events else None
+            t.changes.extend(changes)
+            t.changed = True
+            t.ts = ev.ts
+            if folded.events:
+                t.events.extend(folded.events)
+        outputs = BatchOutputs(engine.producer(), self._sent)
+        for key, t in touched.items():
+            if t.state is not None:
+                await self._write(key, t, outputs)
+        set_current(None)
+        sent = await outputs.send() + dead
+        # One future for the whole batch: every record of it waits for every output.
+        done = [asyncio.gather(*sent)] if sent else []
+        hold = engine.gate.hold_group
+        for partition, group in groups.items():
+            hold(partition, group, done)
+
+    async def _write(self, key: bytes, t: _Touched, outputs: BatchOutputs) -> None:
+        """One AOR's outputs of a batch: latest state to the table and bindings, its events."""
+        state = t.state
+        assert state is not None
+        engine = self.engine
+        partition = t.partition
+        if t.changed:
+            _current_event.set(self._context(partition))  # the store's partition
+            value = t.encoded  # a new value, never mutated (trap 1)
+            engine.table.store(key, value)
+            outputs.add(self._changelog, partition, key, value)
+            self.remember(key, state)
+        if not (t.events or t.republish):
+            return
+        bindings = engine.bindings_topic
+        out = partition if engine.same_partitions else await self._partition_of(bindings, key)
+        # The latest state's public form: encoded with it by the fold unless its
+        # last change emitted no binding event (or the record was a redelivery).
+        public = t.public[1] if t.public is not None and t.public[0] is state else _public(state)
+        outputs.add(bindings, out, key, public)
+        if t.changed:
+            self.metrics.publish_to_bindings.observe(max(0, engine.now_ms() - t.ts) / 1000)
+        if t.events:
+            events_topic = engine.events_topic
+            if not engine.same_partitions:
+                out = await self._partition_of(events_topic, key)
+            counts = self.metrics.binding_events
+            for be, change in zip(t.events, t.changes, strict=True):
+                counts[be.event] += 1
+                outputs.add(events_topic, out, key, change)
+            engine.planner.observe(partition, key, state)
+
+    def _context(self, partition: int) -> Any:
+        """A weak reference to the partition's context, as faust's contextvar holds."""
+        ctx = self._contexts.get(partition)
+        if ctx is None:
+            ctx = self._contexts[partition] = _PartitionContext(partition)
+        return weakref.ref(ctx)
+
+    def _sent(self, topic: str, partition: int, fut: asyncio.Future[Any], count: int) -> None:
+        if topic == self._changelog:
+            self.engine.table.changelog_sent(partition, fut, count)
+
+    async def _partition_of(self, topic: str, key: bytes) -> int:
+        """The partition the producer's default partitioner gives ``key`` in ``topic``."""
+        n = self._partition_counts.get(topic)
+        if n is None:
+            n = self._partition_counts[topic] = await self.engine.partition_count(topic)
+        return cached_partition(key, n)
+
+    def read(self, key: bytes) -> AorState | None:
+        """The AOR's state: from the cache, else the table (current event's partition)."""
+        state = self.cache.get(key)
+        if state is not None:
+            return state
+        raw = self.engine.table.get(key)
+        if raw is None:
+            return None
+        state = decode_state(raw)
+        self.remember(key, state)
+        return state
+
+    def remember(self, key: bytes, state: AorState) -> None:
+        cache = self.cache
+        cache.pop(key, None)  # re-insert at the end: evicted last
+        if len(cache) >= self.settings.state_cache_size:
+            del cache[next(iter(cache))]
+        cache[key] = state
+
+
+def _public(state: AorState) -> bytes | None:
+    """regstate.bindings value: the public AorState, or a tombstone when no contact is left."""
+    return encode_state(state, internal=False) if state.contacts else None
+
+
+def _headers(headers: Any) -> list[tuple[str, bytes]]:
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return [(str(k), bytes(v) if v is not None else b"") for k, v in items]

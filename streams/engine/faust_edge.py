@@ -1,0 +1,286 @@
+"""The Faust edge: the app, its transport (consumer and producer subclasses) and the table.
+
+Everything regstate changes inside faust-streaming lives here, each with the
+reason (D70-D73 in docs/decisions.md):
+
+* :class:`IdempotentProducer`: ``acks=all`` and idempotence in at-least-once mode.
+* :class:`EngineConsumer`: the aiokafka driver's consumer with a settable
+  ``fetch_max_wait_ms`` (Faust hard-codes 1500 ms) and a drain loop that hands a
+  fetched record to the stream without Faust's per-record ``wait_first`` (four
+  tasks and an ``asyncio.wait`` per record) whenever the hand-off cannot block.
+* :class:`BindingsTable`: writes the store; the agent sends its changelog records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumerDriver
+from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerDriver
+from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
+from faust.types import ProducerT, TransportT
+
+from streams.log.kafka_config import faust_broker_options
+from streams.log.topics import REGISTRATIONS
+from streams.settings import Settings
+from streams.webserver import scheme, tls_context
+
+YIELD_EVERY = 500
+"""Records handed to streams between two forced event-loop turns of the drain loop."""
+DIRECT_BATCHES_QUEUED = 4
+"""Fetched batches of source records waiting for the fold agent before the fetcher waits."""
+"""Records handed to streams between two forced event-loop turns of the drain loop."""
+
+
+class IdempotentProducer(AIOKafkaProducerDriver):
+    """Faust's aiokafka producer with ``acks=all`` and idempotence.
+
+    Faust turns both on only in exactly_once mode (``_settings_extra``); regstate
+    wants them in at-least-once mode too (DESIGN section 3, trap 10): a retried
+    batch is then neither duplicated nor reordered within a partition.
+    """
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class EngineConsumerThread(AIOKafkaConsumerThread):
+    """The consumer thread, its aiokafka consumer given regstate's fetch wait."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust passes fetch_max_wait_ms=1500 with no setting. A fetch for the
+        # partitions without buffered records then parks up to 1.5 s on the broker
+        # while the others drain, and no new fetch for them goes out meanwhile.
+        # aiokafka reads the attribute when it builds its Fetcher in start().
+        wait_ms = getattr(self.app, "regstate_fetch_max_wait_ms", None)
+        if wait_ms is not None:
+            consumer._fetch_max_wait_ms = wait_ms
+        return consumer
+
+
+class EngineConsumer(AIOKafkaConsumerDriver):
+    """Faust's aiokafka consumer with a cheaper hand-off from fetcher to streams."""
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return EngineConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def _handoff_cannot_block(self, topic: str) -> bool:
+        """Whether the conductor's callback for a record of ``topic`` runs without waiting.
+
+        It waits only on suspended flow control (a rebalance), a full producer
+        buffer or a full stream queue; those are checked here in the same loop
+        turn as the call, so nothing changes between the check and the call.
+        """
+        app = self.app
+        if self.suspend_flow.is_set() or not app.flow_control.is_active():
+            return False
+        buffer: Any = app.producer.buffer
+        if buffer.size > buffer.max_messages:
+            return False
+        channels = app.topics._topic_name_index.get(topic, ())  # type: ignore[attr-defined]
+        return not any(chan.queue.full() for chan in channels)
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
+        """Deliver fetched records to the streams, in order, until stopped.
+
+        Faust's loop awaits ``wait_first(callback(message), suspend_flow.wait())``
+        for every record, so a rebalance can interrupt a hand-off blocked on a
+        full buffer. That costs four tasks per record. Here the callback is
+        awaited directly when it cannot block (see :meth:`_handoff_cannot_block`),
+        and through ``wait_first`` otherwise: the same semantics, the slow path
+        only when it matters. Offsets read, gaps and stop handling as Faust's.
+        """
+        if not getattr(self.app, "regstate_fast_handoff", True):
+            await super()._drain_messages(fetcher)  # Faust's own loop, for comparison
+            return
+        callback = self.callback
+        direct_topic: str | None = getattr(self.app, "regstate_direct_topic", None)
+        batches: asyncio.Queue[list[Any]] | None = getattr(self.app, "regstate_batches", None)
+        pending: list[Any] = []
+        consumer_stopped = self._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set
+        read_offset = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        cannot_block = self._handoff_cannot_block
+        since_yield = 0
+        try:
+            while not (consumer_stopped() or fetcher_stopped()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records = self.getmany(timeout=1.0)
+                await self.sleep(0)
+                if self.should_stop:
+                    continue
+                async for tp, message in records:
+                    since_yield += 1
+                    if since_yield >= YIELD_EVERY:
+                        since_yield = 0
+                        await asyncio.sleep(0)
+                    offset = message.offset
+                    last = read_offset[tp]
+                    if last is not None and offset < last:
+                        continue  # seen before (a seek back): Faust drops it too
+                    if last and offset - last > 1 and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, last + 1, offset)
+                    if self._commit_every is not None and self._n_acked >= self._commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    if message.topic == direct_topic:
+                        pending.append(message)  # to the fold agent, a batch at a time
+                    elif cannot_block(message.topic):
+                        await callback(message)
+                    else:
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                    read_offset[tp] = offset
+                if pending and batches is not None:
+                    if batches.full():  # the agent is behind: wait, unless a rebalance starts
+                        await self.wait_first(batches.put(pending), self.suspend_flow.wait())
+                    else:
+                        batches.put_nowait(pending)
+                    pending = []
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+class EngineTransport(AIOKafkaTransport):
+    """The aiokafka transport with regstate's consumer and producer."""
+
+    Consumer = EngineConsumer
+    Producer = IdempotentProducer
+
+
+class EngineApp(faust.App):
+    """A Faust app on :class:`EngineTransport` with :class:`IdempotentProducer`.
+
+    The two ``regstate_*`` attributes are how :func:`build_app` passes regstate's
+    settings to the consumer (Faust's settings object takes no unknown keys).
+    """
+
+    regstate_fetch_max_wait_ms: int | None = None
+    regstate_fast_handoff: bool = True
+    regstate_direct_topic: str | None = None
+    """Records of this topic go from the consumer to :attr:`regstate_batches` (D72)."""
+    regstate_batches: asyncio.Queue[list[Any]] | None = None
+
+    def _new_transport(self) -> TransportT:
+        return EngineTransport(self.conf.broker_consumer, self)
+
+    def _new_producer(self) -> ProducerT:
+        return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
+
+
+class BindingsTable(faust.Table):  # type: ignore[type-arg]  # raw bytes keys and values
+    """A Faust table whose changelog records the agent sends itself, batched (D73, D75).
+
+    ``table[k] = v`` hands its changelog record to Faust's producer buffer, which
+    sends one record per event-loop turn and, past 100 waiting, makes the
+    consumer flush it one record at a time: a batch of 2000 writes then crawled.
+    :meth:`store` writes only the local store; the agent adds the changelog
+    record to the batch's outputs (same key, value, topic and partition as
+    Faust's, so recovery and standbys read it unchanged) and reports each sent
+    changelog batch to :meth:`changelog_sent`, which records the partition's
+    persisted changelog offset on its ack, as Faust's ``_on_changelog_sent``
+    does, so a restart replays only the changelog's tail.
+    """
+
+    def store(self, key: bytes, value: bytes) -> None:
+        """Write the local store only. The caller sets faust's current event to a record
+        of the key's partition (the RocksDB store takes the partition from it)."""
+        self.data[key] = value
+
+    def changelog_sent(self, partition: int, fut: asyncio.Future[Any], count: int) -> None:
+        """A batch of ``count`` changelog records of ``partition`` was handed to the producer."""
+
+        def persisted(f: asyncio.Future[Any]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                return  # AckGate sees the failure and stops the worker
+            meta = f.result()
+            # One RocksDB write per changelog batch, with its last offset.
+            self.data.set_persisted_offset(meta.topic_partition, meta.offset + count - 1)
+
+        fut.add_done_callback(persisted)
+
+
+def rocksdb_options(settings: Settings) -> dict[str, int]:
+    """Table ``options`` Faust passes to its RocksDBOptions (stores/rocksdb.py), per partition.
+
+    Faust's defaults are a 2 GiB block cache and three 64 MiB memtables per
+    partition (trap 6): eight partitions could claim 17 GiB.
+    """
+    return {
+        "block_cache_size": settings.rocksdb_block_cache_bytes,
+        "block_cache_compressed_size": settings.rocksdb_block_cache_bytes // 4,
+        "write_buffer_size": settings.rocksdb_write_buffer_bytes,
+        "max_write_buffer_number": settings.rocksdb_max_write_buffers,
+    }
+
+
+def build_app(settings: Settings) -> EngineApp:
+    """The Faust app with every setting regstate depends on spelled out."""
+    datadir = Path(settings.data_dir) / "engine" / settings.worker_id
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    app = EngineApp(
+        f"{settings.topic_prefix}engine",
+        # Bootstrap servers and SASL/TLS credentials: the one Kafka client setup.
+        **faust_broker_options(settings),
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(datadir),
+        autodiscover=False,
+        # DESIGN section 7: at-least-once with an idempotent fold; never exactly_once (trap 5).
+        processing_guarantee="at_least_once",
+        producer_acks=-1,
+        # Our own sends are awaited through AckGate, not attached to commits.
+        stream_publish_on_commit=False,
+        stream_wait_empty=True,
+        topic_replication_factor=settings.replication_factor,
+        topic_partitions=settings.partitions,
+        table_standby_replicas=settings.standby_replicas,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=settings.commit_interval_ms / 1000,
+        # A dead worker leaves the group after this; the broker's minimum is 6 s.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
+        # Records per hand-off from the consumer thread (aiokafka: unlimited).
+        broker_max_poll_records=settings.engine_max_poll_records,
+        # Records a stream may hold; the fetcher pauses a partition at 80 % of it.
+        stream_buffer_maxsize=settings.engine_stream_buffer,
+        # Faust waits 3 s after each rebalance for more members by default.
+        stream_recovery_delay=0.2,
+        producer_linger=settings.producer_linger_ms / 1000,
+        producer_max_batch_size=256 * 1024,
+        web_enabled=True,
+        web_bind=settings.web_bind,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        canonical_url=f"{scheme(settings)}://{settings.web_host}:{settings.web_port}",
+        web_ssl_context=tls_context(settings),
+        # trap 10: no table dumps over HTTP; only the views below.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+    )
+    app.regstate_fetch_max_wait_ms = settings.engine_fetch_max_wait_ms
+    app.regstate_fast_handoff = bool(settings.engine_fast_handoff)
+    if settings.engine_fast_handoff and settings.engine_direct_batches:
+        app.regstate_direct_topic = settings.topic(REGISTRATIONS)
+        app.regstate_batches = asyncio.Queue(maxsize=DIRECT_BATCHES_QUEUED)
+    return app
