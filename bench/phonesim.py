@@ -1,6 +1,6 @@
 """A deterministic fleet of SIP phones, front-end nodes and the engine's sweeper.
 
-Shared by the alerting and health tests (tests/unit/test_alerting_*.py), the
+Shared by the alerting and health tests (tests/unit/processors/test_alerting_*.py), the
 runner's integration test and bench/alerting_sim.py, so the scenarios are
 written once. Phones send REGISTERs (refreshing at a fixed share of their
 grant), log in and out, reboot, power off, fail auth, lose replies; networks

@@ -1,6 +1,6 @@
 """The sweeper's selection logic: which bindings to expire, and when to look again (pure).
 
-DESIGN section 6: each worker appends an ``expire`` event to regstate.registrations
+docs/design.md section 6: each worker appends an ``expire`` event to regstate.registrations
 for every binding of the partitions it owns whose expiry passed more than a grace
 period ago; the fold applies it like any other event. The sweeper never writes
 the table (trap 8), so a binding still expires when no front-end is alive.
@@ -34,7 +34,7 @@ NODE_PREFIX: Final = "engine:"
 
 
 def sweeper_node(worker_id: str) -> str:
-    """The ``node`` of a worker's sweeper events (DESIGN section 4: ``engine:<worker>``)."""
+    """The ``node`` of a worker's sweeper events (docs/design.md section 4: ``engine:<worker>``)."""
     return f"{NODE_PREFIX}{worker_id}"
 
 

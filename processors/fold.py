@@ -1,4 +1,4 @@
-"""The fold: ``apply(state, event) -> (new_state, binding_events)`` (DESIGN section 5).
+"""The fold: ``apply(state, event) -> (new_state, binding_events)`` (docs/design.md section 5).
 
 Pure and deterministic: no clock reads, no I/O, no Faust or Kafka imports. The
 engine, ``regstate replay``, the dialer view and the tests all call this one

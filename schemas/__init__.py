@@ -1,4 +1,4 @@
-"""Records and codecs shared by every part of regstate (DESIGN section 4)."""
+"""Records and codecs shared by every part of regstate (docs/design.md section 4)."""
 
 from schemas.codec import (
     Rejection,

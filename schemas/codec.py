@@ -117,7 +117,7 @@ def _text(value: str | None, limit: int, name: str) -> Any:
 
 
 def _cut_raw(raw: str | None) -> str | None:
-    """At most 8 KiB of UTF-8, cut on a character boundary (DESIGN section 4)."""
+    """At most 8 KiB of UTF-8, cut on a character boundary (docs/design.md section 4)."""
     if raw is None or len(raw) * 4 <= MAX_RAW_BYTES:
         return raw  # cannot exceed the limit: skip encoding on the hot path
     data = raw.encode("utf-8")
@@ -415,7 +415,7 @@ def _source_dict(s: Source | None) -> dict[str, Any] | None:
 
 
 def event_to_dict(e: RegistrationEvent) -> dict[str, Any]:
-    """The wire map of an event: only the fields its kind carries (DESIGN section 4)."""
+    """The wire map of an event: only the fields its kind carries (docs/design.md section 4)."""
     d: dict[str, Any] = {
         "v": e.v,
         "kind": e.kind,

@@ -1,4 +1,4 @@
-"""RegistrationEvent, schema version 1 (DESIGN section 4).
+"""RegistrationEvent, schema version 1 (docs/design.md section 4).
 
 One record per SIP request a front-end answered, or per binding that ran out.
 The field names are the wire names: msgpack maps on Kafka, JSON objects in

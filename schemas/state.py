@@ -1,4 +1,4 @@
-"""AorState (the table value) and BindingEvent (the change feed), DESIGN section 4.
+"""AorState (the table value) and BindingEvent (the change feed), docs/design.md section 4.
 
 All times are ms since the Unix epoch, taken from event time, never a clock.
 """

@@ -36,7 +36,7 @@ class Settings:
     bootstrap_servers: str = "127.0.0.1:9092"
     """Comma-separated Kafka bootstrap servers."""
     topic_prefix: str = "regstate."
-    """Prefix of every public topic name (DESIGN section 3)."""
+    """Prefix of every public topic name (docs/design.md section 3)."""
     partitions: int = 8
     """Partition count of regstate.registrations and of the table (must match)."""
     replication_factor: int = 1
@@ -51,19 +51,19 @@ class Settings:
     """Where table stores, the front-end's user and nonce files and the dialer view's
     SQLite file live; default ``$XDG_DATA_HOME/regstate`` (``~/.local/share/regstate``)."""
     max_contacts: int = 10
-    """R9: most bindings one AOR may hold."""
+    """Fold: most bindings one AOR may hold (the front-end answers by the same cap)."""
     max_contacts_policy: str = "reject"
-    """R9: ``reject`` the request, or ``evict_oldest`` binding."""
+    """Fold: past the cap, ``reject`` the request, or ``evict_oldest`` binding."""
     health_auth_fail_threshold: int = 3
-    """R12: auth rejects with no success since, before an AOR is ``auth_failing``."""
+    """Health: auth rejects with no success since, before an AOR is ``auth_failing``."""
     health_retransmission_threshold: int = 3
-    """R12: retransmission rejects with no success since, before an AOR is ``unreachable``."""
+    """Health: retransmission rejects with no success since, before an AOR is ``unreachable``."""
     health_short_expiry_ms: int = 30_000
-    """R12: a granted expiry below this counts toward ``flapping``."""
+    """Health: a granted expiry below this counts toward ``flapping``."""
     health_flap_window_ms: int = 600_000
-    """R12: an expiry followed by a registration within this window is one flap cycle."""
+    """Health: an expiry followed by a registration within this window is one flap cycle."""
     health_flap_threshold: int = 3
-    """R12: flap cycles (or short grants) before an AOR is ``flapping``."""
+    """Health: flap cycles (or short grants) before an AOR is ``flapping``."""
     grace_ms: int = 5000
     """Sweeper: how long past its expiry a binding may live before the engine expires it."""
     sweep_interval_ms: int = 1000
@@ -168,7 +168,7 @@ class Settings:
     sip_nonce_secret_file: str = ""
     """Front-end: HMAC key of the stateless nonces (created, mode 0600, if missing); empty
     means ``<data_dir>/sip-nonce.key``. A nonce is accepted only by the process that issued
-    it (D95), so a captured Authorization is refused at every other process and node."""
+    it, so a captured Authorization is refused at every other process and node."""
     sip_digest_algorithms: str = "SHA-256,MD5"
     """Front-end: Digest algorithms offered in 401 challenges, preferred first (RFC 8760);
     ``MD5`` alone for clients that read only the first challenge (e.g. SIPp 3.6)."""
@@ -245,7 +245,7 @@ class Settings:
     http_token_file: str = ""
     """Every HTTP server (worker, dialer view, alerting, front-end): file holding the bearer
     token that endpoints returning phone data or changing state require; health probes and
-    ``/metrics`` (no phone data, D91) never do. Empty: no token asked (development only)."""
+    ``/metrics`` (no phone data) never do. Empty: no token asked (development only)."""
     http_tls_certfile: str = ""
     """Every HTTP server: PEM certificate chain; with ``http_tls_keyfile`` it serves HTTPS."""
     http_tls_keyfile: str = ""

@@ -9,7 +9,7 @@ from typing import Final, Literal, NamedTuple
 from schemas.alerts import GROUP_TYPES, Alert, GroupType
 
 SWEEPER_PREFIX: Final = "engine:"
-"""Node ids of the engine's sweeper (DESIGN section 6): not front-ends, never silent."""
+"""Node ids of the engine's sweeper (docs/design.md section 6): not front-ends, never silent."""
 UNKNOWN: Final = "unknown"
 MAX_REJECTS_KEPT: Final = 10_000
 """Rejects remembered per group (evidence in summaries; the oldest go first)."""

@@ -1,4 +1,4 @@
-"""The Detector: mass-deregistration detection in event time (DESIGN section 9 trap 9).
+"""The Detector: mass-deregistration detection in event time (docs/design.md section 9 trap 9).
 
 Pure: no clock, no I/O. A :class:`Detector` is fed what the engine publishes
 (:meth:`Detector.observe`) and is told the time (:meth:`Detector.tick`, the

@@ -1,6 +1,6 @@
 """``regstate export``: the raw events of regstate.registrations as JSON Lines.
 
-Each line is :func:`schemas.encode_event_json` of a decoded event (DESIGN
+Each line is :func:`schemas.encode_event_json` of a decoded event (docs/design.md
 section 4, file form), so ``regstate replay --input`` and ``regstate publish
 --input`` take the file back. Events are selected by their ``ts``
 (``--since <= ts <= --until``, both optional) and ``--aor``, and written

@@ -4,7 +4,7 @@ Reads regstate.bindings from its first offset (the last value of every AOR),
 or with ``--log`` folds regstate.registrations from Kafka, or with ``--input``
 folds a JSON Lines log like ``regstate replay``, and lists the AORs in the
 asked states. regstate.bindings holds a tombstone for an AOR without contacts
-(DESIGN section 3), so only ``--log`` and ``--input`` see a wrong-password phone
+(docs/design.md section 3), so only ``--log`` and ``--input`` see a wrong-password phone
 that never registered (docs/decisions.md D22). The selection and the evidence are
 :mod:`processors.problems`, the same as the worker's ``GET /v1/problems``.
 """

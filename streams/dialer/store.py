@@ -111,7 +111,7 @@ def tombstone(aor: str, ts: int) -> StoreRecord:
 def record_from_json(
     aor: str, value: bytes, ts: int, tables: ExtraTables = NO_EXTRA_TABLES
 ) -> StoreRecord:
-    """A record from the AorState public JSON on regstate.bindings (DESIGN section 4).
+    """A record from the AorState public JSON on regstate.bindings (docs/design.md section 4).
 
     Reads only what the store keeps, without building an AorState (bootstrap
     speed: this is the hot loop, hence the inlined checks). Raises

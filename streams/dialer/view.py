@@ -1,6 +1,6 @@
 """``regstate dialer-view``: a dialer server's materialized copy of regstate.bindings.
 
-Reads regstate.bindings (never Faust's changelog, never a GlobalTable: DESIGN
+Reads regstate.bindings (never Faust's changelog, never a GlobalTable: docs/design.md
 section 9 trap 7) with a group-less consumer whose partitions are assigned by
 hand and sought to the offsets stored in the local store, so offsets live in
 exactly one place and advance in the same transaction as the rows. Serves

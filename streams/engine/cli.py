@@ -1,6 +1,6 @@
 """``regstate worker``: run one engine worker (fold, table, outputs, sweeper, query API).
 
-Every setting comes from ``REGSTATE_*`` (DESIGN section 10; see
+Every setting comes from ``REGSTATE_*`` (docs/design.md section 10; see
 :class:`streams.settings.Settings`). The worker first ensures the public topics
 exist (:func:`streams.log.topics.ensure_topics`), then runs until SIGTERM or SIGINT,
 which stop it cleanly (offsets of acknowledged work committed, group left).

@@ -42,7 +42,7 @@ class IdempotentProducer(AIOKafkaProducerDriver):
     """Faust's aiokafka producer with ``acks=all`` and idempotence.
 
     Faust turns both on only in exactly_once mode (``_settings_extra``); regstate
-    wants them in at-least-once mode too (DESIGN section 3, trap 10): a retried
+    wants them in at-least-once mode too (docs/design.md section 3, trap 10): a retried
     batch is then neither duplicated nor reordered within a partition.
     """
 
@@ -243,7 +243,8 @@ def build_app(settings: Settings) -> EngineApp:
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(datadir),
         autodiscover=False,
-        # DESIGN section 7: at-least-once with an idempotent fold; never exactly_once (trap 5).
+        # docs/design.md section 7: at-least-once with an idempotent fold; never
+        # exactly_once (trap 5).
         processing_guarantee="at_least_once",
         producer_acks=-1,
         # Our own sends are awaited through AckGate, not attached to commits.

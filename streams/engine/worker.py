@@ -10,7 +10,7 @@ bytes, value the internal AorState JSON), and publishes what changed:
 * regstate.binding-events: each BindingEvent, keyed by AOR;
 * regstate.deadletter: refused records, unchanged, with headers saying why.
 
-Guarantees (DESIGN sections 7 and 9):
+Guarantees (docs/design.md sections 7 and 9):
 
 * At-least-once, never Faust's exactly_once. The offset of a record is committed
   only after every record it caused (table changelog, bindings, binding events or

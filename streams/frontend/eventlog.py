@@ -1,7 +1,7 @@
 """The front-end's path to regstate.registrations: ordered appends with per-event acks.
 
 :class:`KafkaEventLog` appends through :class:`streams.log.publisher.EventPublisher`,
-the one producer of the project's contract (DESIGN section 3, D12): key = canonical
+the one producer of the project's contract (docs/design.md section 3, D12): key = canonical
 AOR bytes, Kafka's default murmur2 partitioner, ``acks='all'``, idempotence, the
 connection settings of :mod:`streams.log.kafka_config`. Events are
 handed to the producer in the order :meth:`append` is called (one sender task

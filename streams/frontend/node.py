@@ -71,7 +71,7 @@ TCP_IDLE_S: Final = 600.0
 
 
 class SeqCounter:
-    """Per-node ``seq``: starts at the clock in µs, then +1 per event (DESIGN section 4).
+    """Per-node ``seq``: starts at the clock in µs, then +1 per event (docs/design.md section 4).
 
     Increases across restarts as long as the node emits under a million
     events per second on average and its clock does not step back.

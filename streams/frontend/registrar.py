@@ -206,7 +206,7 @@ def build_event(
     ts: int,
     reason: str | None = None,
 ) -> RegistrationEvent:
-    """The RegistrationEvent (DESIGN section 4) of a decision that has a ``kind`` and AOR.
+    """The RegistrationEvent (docs/design.md section 4) of a decision that has a ``kind`` and AOR.
 
     ``reason`` overrides the decision's (the node reports resent requests as
     ``retransmission``). ``raw`` never contains Authorization or

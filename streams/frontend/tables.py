@@ -244,7 +244,7 @@ class LocalBindings:
     Only a 200 the node sent after its event was acknowledged changes this
     table, so every ``expire`` it yields names a binding that is in the log.
     Bindings accepted by other nodes, or before a restart, are the engine
-    sweeper's (DESIGN section 6).
+    sweeper's (docs/design.md section 6).
     """
 
     def __init__(self) -> None:

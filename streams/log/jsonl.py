@@ -1,4 +1,4 @@
-"""Reading RegistrationEvents from JSON Lines files (DESIGN section 4, file form).
+"""Reading RegistrationEvents from JSON Lines files (docs/design.md section 4, file form).
 
 One reader for every command that takes ``--input FILE.jsonl`` (``replay``,
 ``publish``), so a line means the same thing everywhere: decoded and validated by

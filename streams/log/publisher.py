@@ -1,4 +1,4 @@
-"""Appending RegistrationEvents to regstate.registrations (DESIGN sections 3 and 7).
+"""Appending RegistrationEvents to regstate.registrations (docs/design.md sections 3 and 7).
 
 Every producer of that topic must behave the same way, so they all go through
 :class:`EventPublisher` (``regstate publish``, front-end nodes via
@@ -14,7 +14,7 @@ Every producer of that topic must behave the same way, so they all go through
 
 The record timestamp is left to the producer (send time), not set to the
 event's ``ts``: the engine compares the two to measure node clock skew
-(DESIGN section 6), and a replayed old file must not be deleted on arrival by
+(docs/design.md section 6), and a replayed old file must not be deleted on arrival by
 time-based retention.
 """
 

@@ -1,11 +1,11 @@
 """Which partition holds an AOR, and which worker owns that partition (pure; no Faust).
 
 Every producer of regstate.registrations uses Kafka's default partitioner on the
-raw key bytes (DESIGN section 3): ``murmur2(key) & 0x7fffffff % partitions``. The
+raw key bytes (docs/design.md section 3): ``murmur2(key) & 0x7fffffff % partitions``. The
 table, regstate.bindings and regstate.binding-events have the same partition
 count, so this one function locates an AOR everywhere. Faust's own
 ``table_route`` hashes the *serialized* key through the producer's metadata
-cache, which is why the query API does the math itself (DESIGN section 9, trap 3).
+cache, which is why the query API does the math itself (docs/design.md section 9, trap 3).
 """
 
 from __future__ import annotations

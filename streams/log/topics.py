@@ -1,4 +1,4 @@
-"""The public topics of DESIGN section 3: their specs, and creating them idempotently.
+"""The public topics of docs/design.md section 3: their specs, and creating them idempotently.
 
 Used by ``regstate topics ensure``, by ``regstate publish`` before it appends,
 and by the worker at start. Names come from :meth:`Settings.topic`, so one
@@ -79,7 +79,7 @@ class TopicState:
 def topic_specs(
     settings: Settings, *, registrations_retention_ms: int = UNLIMITED_RETENTION_MS
 ) -> list[TopicSpec]:
-    """The five public topics of DESIGN section 3, in a fixed order.
+    """The five public topics of docs/design.md section 3, in a fixed order.
 
     registrations, bindings and binding-events get ``settings.partitions``
     partitions (the table's count: all three are keyed by canonical AOR).

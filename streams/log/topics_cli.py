@@ -1,4 +1,4 @@
-"""``regstate topics ensure|list``: the public topics of DESIGN section 3.
+"""``regstate topics ensure|list``: the public topics of docs/design.md section 3.
 
 aiokafka is imported only when a topics command runs, so that building the
 parser (every ``regstate`` invocation) stays cheap.
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "topics",
         help="create or list the public topics (registrations, bindings, ...)",
         description=(
-            "The topics of DESIGN section 3, named REGSTATE_TOPIC_PREFIX + role, with "
+            "The topics of docs/design.md section 3, named REGSTATE_TOPIC_PREFIX + role, with "
             "REGSTATE_PARTITIONS partitions (registrations, bindings, binding-events) and "
             "REGSTATE_REPLICATION_FACTOR replicas."
         ),

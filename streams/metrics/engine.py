@@ -131,7 +131,7 @@ class EngineMetrics:
     expire_send_errors: int = 0
     """Sweeper appends that failed (they are re-planned after the resend interval)."""
     skew: dict[str, NodeSkew] = field(default_factory=dict)
-    """Clock skew per node (DESIGN section 6)."""
+    """Clock skew per node (docs/design.md section 6)."""
     registry: CollectorRegistry = field(init=False, repr=False)
     fold_seconds: Histogram = field(init=False, repr=False)
     """Per fold batch (today the agent folds one record at a time: a batch of one)."""

@@ -28,7 +28,7 @@ from typing import Final, NamedTuple
 
 MAX_MESSAGE_BYTES: Final = 8 * 1024
 """Largest request accepted, UDP or TCP. A REGISTER with ten Contacts, a Path and
-credentials is about 2-3 KiB; DESIGN section 4 keeps at most 8 KiB of ``raw``.
+credentials is about 2-3 KiB; docs/design.md section 4 keeps at most 8 KiB of ``raw``.
 Anything bigger is refused unread: a registrar has no use for it and a parser
 must not spend time on it."""
 MAX_HEADER_LINES: Final = 64

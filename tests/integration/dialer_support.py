@@ -1,6 +1,6 @@
 """Shared by the dialer view tests: records of regstate.bindings made from a folded log.
 
-The records are what the engine publishes (DESIGN section 3, E4): the public
+The records are what the engine publishes (docs/design.md section 3, E4): the public
 AorState of an AOR after its events, or a tombstone once it has no contact. They
 are produced here from ``processors.replay`` of ``bench/gen_events.py`` output,
 so the dialer view tests do not depend on the engine.

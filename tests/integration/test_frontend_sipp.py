@@ -114,7 +114,12 @@ def started_frontend(bootstrap: str, data: Path, **extra: str) -> Iterator[Front
         yield Frontend(env, port, proc, log, settings)
     finally:
         proc.terminate()
-        code = proc.wait(10)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # reaped here, so no process outlives the test unseen
+            proc.wait(10)
+            raise
     assert code == 0, log.read_text(errors="replace")[-2000:]  # a clean stop on SIGTERM
 
 
@@ -352,7 +357,7 @@ def test_flood_from_one_source_does_not_starve_another(
     another source, registers 10 phones through the challenge: all 10 get their 200,
     and the flooder gets at most its bucket's worth of answers. (Both run on
     127.0.0.1, so the limit is keyed by address and port here; production keys it
-    by address, which tests/unit/test_sip_node.py covers with the same limiter.)"""
+    by address, which tests/unit/frontend/test_sip_node.py covers with the same limiter.)"""
     with started_frontend(
         kafka_bootstrap,
         tmp_path / "data",

@@ -142,7 +142,7 @@ FAUST_APP = textwrap.dedent(
     )
     source = app.topic(os.environ["COMPAT_SOURCE"], schema=raw)
     sink = app.topic(os.environ["COMPAT_SINK"], schema=raw)
-    # bytes keys end to end (DESIGN section 9, trap 3).
+    # bytes keys end to end (docs/design.md section 9, trap 3).
     counts = app.Table(
         "counts",
         default=int,

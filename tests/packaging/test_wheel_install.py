@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -37,9 +38,24 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     """(the wheel, the bin/ directory of a fresh venv that has it installed)."""
     root = tmp_path_factory.mktemp("wheel")
     wheels = root / "dist"
+    # Built from a copy of the files git knows: a stale build/ of the checkout could
+    # otherwise carry modules that no longer exist into the wheel.
+    source = root / "src"
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=PROJECT_ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        src = PROJECT_ROOT / name.decode()
+        if src.is_file() and not src.is_symlink():
+            dst = source / name.decode()
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), "."],
-        cwd=PROJECT_ROOT,
+        cwd=source,
         check=True,
         env=_clean_env(),
         timeout=300,

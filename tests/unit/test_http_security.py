@@ -22,7 +22,7 @@ from streams.alerting.runner import AlertingRunner, AlertingSettings
 from streams.settings import Settings, SettingsError
 from streams.webserver import HttpAuth
 from tests.helpers import wait_until_async
-from tests.unit.test_alerting_webhook import ALERT
+from tests.unit.alerting.test_alerting_webhook import ALERT
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,4 +1,4 @@
-"""The engine's Faust configuration: what DESIGN sections 7 and 9 ask for (no broker needed)."""
+"""The engine's Faust configuration as docs/design.md sections 7 and 9 ask (no broker)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from schemas import (
 )
 from schemas.state import AorState
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "v1"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "v1"
 
 YEALINK = "Yealink SIP-T46S 66.86.0.15"
 PHONE = Source("192.0.2.10", 5060, "udp")

@@ -1,4 +1,4 @@
-"""Producers of regstate.registrations hash keys like Kafka's Java client (DESIGN section 3).
+"""Producers of regstate.registrations hash keys like the Java client (docs/design.md section 3).
 
 Every producer must use the default murmur2 partitioner on the raw key bytes, so
 all events of one AOR land in one partition whichever client (Python, Java, Go)

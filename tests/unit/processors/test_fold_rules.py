@@ -1,4 +1,4 @@
-"""Example tests of the folding rules R1-R11 (DESIGN section 5) and RFC 3261 section 10.3."""
+"""Example tests of the folding rules R1-R11 (docs/design.md section 5), RFC 3261 section 10.3."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Topic specs of DESIGN section 3 and the checks of existing topics (no broker needed)."""
+"""Topic specs of docs/design.md section 3 and the checks of existing topics (no broker needed)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RegistrationEvent, AorState and BindingEvent codecs (DESIGN section 4).
+"""RegistrationEvent, AorState and BindingEvent codecs (docs/design.md section 4).
 
 Decoding must never raise: it returns the event or a ``schemas.Rejection`` whose
 ``reason`` names the problem, so a consumer can dead-letter the record.

@@ -22,7 +22,7 @@ from streams.hep.decode import (
     packet_length,
 )
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "hep"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "hep"
 NAMES = sorted(p.stem for p in GOLDEN.glob("*.hex"))
 
 

@@ -1,4 +1,4 @@
-"""Properties of the fold over realistic logs (DESIGN sections 5 and 7).
+"""Properties of the fold over realistic logs (docs/design.md sections 5 and 7).
 
 The logs come from ``tests.strategies.registration_logs``: few AORs and nodes,
 per-node increasing seq, Call-IDs reused, CSeqs going up and sometimes down,
