@@ -276,132 +276,138 @@ def test_hostile_corpus_against_the_real_system(kafka_bootstrap: str, tmp_path: 
     dialer_url = f"http://127.0.0.1:{side_env['REGSTATE_DIALER_WEB_PORT']}"
     alerting_url = f"http://127.0.0.1:{side_env['REGSTATE_ALERTING_PORT']}"
     worker = Worker(env, tmp_path / "worker.log").start()
-    with (
-        started_frontend(
-            kafka_bootstrap, tmp_path / "fe", REGSTATE_TOPIC_PREFIX=prefix,
-            REGSTATE_FRONTEND_WEB_PORT=str(fe_web), REGSTATE_SIP_RATE_PER_S="5000",
-            REGSTATE_SIP_RATE_BURST="5000", REGSTATE_SIP_BAN_FAILURES="5",
-            REGSTATE_SIP_TCP_MAX_PER_ADDRESS="50", REGSTATE_LOG_LEVEL="info",
-        ) as fe,
-        service("dialer", ["dialer-view"], side_env, tmp_path / "dialer.log") as dialer,
-        service("alerting", ["alerting"], side_env, tmp_path / "alerting.log") as alerting,
-    ):  # fmt: skip
-        worker.wait_ready()
-        # Real phones first, then the SIP corpus, the contact cap, the TCP flood.
-        assert [asyncio.run(register(fe.port, f"30{i:02d}")) for i in range(10, 20)] == [200] * 10
-        sip = asyncio.run(run_sip_corpus(fe))
-        for name, case in corpus("sip").items():
-            assert set(sip[name]) == {case["expect"]["status"]}, (name, Counter(sip[name]))
-            if case["expect"].get("then_registers"):
-                assert sip[name + ":then"] == [200], name  # defect 5: the next phone
-        eleven = [f"<sip:3003@127.0.0.{i}:5060>" for i in range(1, 12)]
-        assert asyncio.run(register(fe.port, "3003", eleven)) == 403  # defect 1
-        refused, still_open, udp, pong = asyncio.run(tcp_flood_while_udp_registers(fe, 400))
-        assert (refused, still_open) == (350, 50)  # defect 7
-        assert udp == [200] * 10 and pong == b"\r\n"
+    try:
+        with (
+            started_frontend(
+                kafka_bootstrap, tmp_path / "fe", REGSTATE_TOPIC_PREFIX=prefix,
+                REGSTATE_FRONTEND_WEB_PORT=str(fe_web), REGSTATE_SIP_RATE_PER_S="5000",
+                REGSTATE_SIP_RATE_BURST="5000", REGSTATE_SIP_BAN_FAILURES="5",
+                REGSTATE_SIP_TCP_MAX_PER_ADDRESS="50", REGSTATE_LOG_LEVEL="info",
+            ) as fe,
+            service("dialer", ["dialer-view"], side_env, tmp_path / "dialer.log") as dialer,
+            service("alerting", ["alerting"], side_env, tmp_path / "alerting.log") as alerting,
+        ):  # fmt: skip
+            worker.wait_ready()
+            # Real phones first, then the SIP corpus, the contact cap, the TCP flood.
+            phones = [asyncio.run(register(fe.port, f"30{i:02d}")) for i in range(10, 20)]
+            assert phones == [200] * 10
+            sip = asyncio.run(run_sip_corpus(fe))
+            for name, case in corpus("sip").items():
+                assert set(sip[name]) == {case["expect"]["status"]}, (name, Counter(sip[name]))
+                if case["expect"].get("then_registers"):
+                    assert sip[name + ":then"] == [200], name  # defect 5: the next phone
+            eleven = [f"<sip:3003@127.0.0.{i}:5060>" for i in range(1, 12)]
+            assert asyncio.run(register(fe.port, "3003", eleven)) == 403  # defect 1
+            refused, still_open, udp, pong = asyncio.run(tcp_flood_while_udp_registers(fe, 400))
+            assert (refused, still_open) == (350, 50)  # defect 7
+            assert udp == [200] * 10 and pong == b"\r\n"
 
-        # The Kafka corpus, with good events around it.
-        now = now_ms()
-        kafka = corpus("kafka")
-        bad = [build_record(case, i, now) for i, case in enumerate(kafka.values())]
-        good = generate(200, 20, seed=14, start_ts=now)
-        good_records = [("registrations", e.aor.encode(), encode_event(e)) for e in good]
-        where = asyncio.run(produce(kafka_bootstrap, prefix, good_records[:100] + bad))
-        asyncio.run(produce(kafka_bootstrap, prefix, good_records[100:]))
-        # The real phone whose node the forged seq = 2**63 named registers afterwards.
-        assert asyncio.run(register(fe.port, "3010")) == 200
-        hostile_at = dict(zip(kafka, where[100:], strict=True))
+            # The Kafka corpus, with good events around it.
+            now = now_ms()
+            kafka = corpus("kafka")
+            bad = [build_record(case, i, now) for i, case in enumerate(kafka.values())]
+            good = generate(200, 20, seed=14, start_ts=now)
+            good_records = [("registrations", e.aor.encode(), encode_event(e)) for e in good]
+            where = asyncio.run(produce(kafka_bootstrap, prefix, good_records[:100] + bad))
+            asyncio.run(produce(kafka_bootstrap, prefix, good_records[100:]))
+            # The real phone whose node the forged seq = 2**63 named registers afterwards.
+            assert asyncio.run(register(fe.port, "3010")) == 200
+            hostile_at = dict(zip(kafka, where[100:], strict=True))
 
-        topic = settings.topic("registrations")
-        wait_committed_to_end(kafka_bootstrap, f"{prefix}engine", topic)
+            topic = settings.topic("registrations")
+            wait_committed_to_end(kafka_bootstrap, f"{prefix}engine", topic)
 
-        # Every bad registrations record is on the dead-letter topic with its reason.
-        letters = asyncio.run(read_topic(kafka_bootstrap, settings.topic("deadletter")))
-        letter_at = {
-            (int(h["regstate-source-partition"]), int(h["regstate-source-offset"])): h[
-                "regstate-error"
-            ].decode()
-            for h in (headers_dict(r.headers) for r in letters)
-        }
-        expected_letters = {
-            hostile_at[name]: case["expect"]["deadletter"]
-            for name, case in kafka.items()
-            if "deadletter" in case["expect"]
-        }
-        assert letter_at == expected_letters
-        wm = worker.metrics()
-        assert metric_sum(wm, "regstate_deadletters_total") == len(expected_letters)
-        assert wm.get('regstate_events_folded_total{kind="register",outcome="too_many_contacts"}')
+            # Every bad registrations record is on the dead-letter topic with its reason.
+            letters = asyncio.run(read_topic(kafka_bootstrap, settings.topic("deadletter")))
+            letter_at = {
+                (int(h["regstate-source-partition"]), int(h["regstate-source-offset"])): h[
+                    "regstate-error"
+                ].decode()
+                for h in (headers_dict(r.headers) for r in letters)
+            }
+            expected_letters = {
+                hostile_at[name]: case["expect"]["deadletter"]
+                for name, case in kafka.items()
+                if "deadletter" in case["expect"]
+            }
+            assert letter_at == expected_letters
+            wm = worker.metrics()
+            assert metric_sum(wm, "regstate_deadletters_total") == len(expected_letters)
+            capped = 'regstate_events_folded_total{kind="register",outcome="too_many_contacts"}'
+            assert wm.get(capped)
 
-        # The table is the fold of the good records (and only theirs).
-        records = asyncio.run(read_topic(kafka_bootstrap, topic))
-        hostile_offsets = {hostile_at[n] for n, c in kafka.items() if c["topic"] == "registrations"}
-        good_log = [r for r in records if (r.partition, r.offset) not in hostile_offsets]
-        replay = replay_records(good_log, settings.fold_policy())
-        assert replay.refused == 0
-        want = public_view(replay.states)
-        hostile_keys = {f"sip:hostile-{i}@{REALM}" for i in range(len(kafka))}
-        bindings = asyncio.run(read_topic(kafka_bootstrap, settings.topic("bindings")))
-        got = bindings_view(r for r in bindings if r.key.decode() not in hostile_keys)
-        assert not diff_views(got, want), diff_views(got, want)
-        assert f"sip:3010@{REALM}" in got  # not silenced by the forged seq
-        assert f"sip:3003@{REALM}" not in got  # 11 contacts: no binding anywhere
-        fe_events = [
-            decode_event(r.value) for r in records if r.key == f"sip:3003@{REALM}".encode()
-        ]
-        assert [(e.kind, e.reason) for e in fe_events] == [("reject", "too_many_contacts")]  # type: ignore[union-attr]
-        unknown = [r for r in records if r.key.startswith((b"sip:9999@", b"sip:x"))]
-        assert unknown == []  # defect 4: nothing logged for unauthenticated unknown users
+            # The table is the fold of the good records (and only theirs).
+            records = asyncio.run(read_topic(kafka_bootstrap, topic))
+            hostile_offsets = {
+                hostile_at[n] for n, c in kafka.items() if c["topic"] == "registrations"
+            }
+            good_log = [r for r in records if (r.partition, r.offset) not in hostile_offsets]
+            replay = replay_records(good_log, settings.fold_policy())
+            assert replay.refused == 0
+            want = public_view(replay.states)
+            hostile_keys = {f"sip:hostile-{i}@{REALM}" for i in range(len(kafka))}
+            bindings = asyncio.run(read_topic(kafka_bootstrap, settings.topic("bindings")))
+            got = bindings_view(r for r in bindings if r.key.decode() not in hostile_keys)
+            assert not diff_views(got, want), diff_views(got, want)
+            assert f"sip:3010@{REALM}" in got  # not silenced by the forged seq
+            assert f"sip:3003@{REALM}" not in got  # 11 contacts: no binding anywhere
+            fe_events = [
+                decode_event(r.value) for r in records if r.key == f"sip:3003@{REALM}".encode()
+            ]
+            assert [(e.kind, e.reason) for e in fe_events] == [("reject", "too_many_contacts")]  # type: ignore[union-attr]
+            unknown = [r for r in records if r.key.startswith((b"sip:9999@", b"sip:x"))]
+            assert unknown == []  # defect 4: nothing logged for unauthenticated unknown users
 
-        # The dialer view holds the same contacts, counted the bad records and is serving.
-        dialer_bad = sum(c["expect"].get("dialer", 0) for c in kafka.values())
-        wait_until(
-            lambda: metrics(dialer_url + "/metrics").get("regstate_dialer_decode_errors_total")
-            == dialer_bad,
-            60, 0.5, "dialer view counted the bad records",
-        )  # fmt: skip
-        expected_rows = {
-            (aor, b.key, b.uri, b.node, b.expires_at, s.version)
-            for aor, s in replay.states.items()
-            for b in s.active_contacts(now)
-        }
+            # The dialer view holds the same contacts, counted the bad records and is serving.
+            dialer_bad = sum(c["expect"].get("dialer", 0) for c in kafka.values())
+            wait_until(
+                lambda: metrics(dialer_url + "/metrics").get("regstate_dialer_decode_errors_total")
+                == dialer_bad,
+                60, 0.5, "dialer view counted the bad records",
+            )  # fmt: skip
+            expected_rows = {
+                (aor, b.key, b.uri, b.node, b.expires_at, s.version)
+                for aor, s in replay.states.items()
+                for b in s.active_contacts(now)
+            }
 
-        def dialer_rows() -> set[Any]:
-            store = SqliteBindingStore(tmp_path / "dialer.sqlite3", read_only=True)
-            try:
-                return as_set(r for r in store.all_rows(now) if r.aor not in hostile_keys)
-            finally:
-                store.close()
+            def dialer_rows() -> set[Any]:
+                store = SqliteBindingStore(tmp_path / "dialer.sqlite3", read_only=True)
+                try:
+                    return as_set(r for r in store.all_rows(now) if r.aor not in hostile_keys)
+                finally:
+                    store.close()
 
-        wait_until(lambda: dialer_rows() == expected_rows, 60, 0.5, "dialer rows = the fold")
-        assert http(f"{dialer_url}/v1/aors/sip:3003@{REALM}")[0] == 404
+            wait_until(lambda: dialer_rows() == expected_rows, 60, 0.5, "dialer rows = the fold")
+            assert http(f"{dialer_url}/v1/aors/sip:3003@{REALM}")[0] == 404
 
-        # Alerting skipped each bad record with its reason and is still consuming.
-        want_skips = Counter(
-            tuple(c["expect"]["alerting"]) for c in kafka.values() if "alerting" in c["expect"]
-        )
+            # Alerting skipped each bad record with its reason and is still consuming.
+            want_skips = Counter(
+                tuple(c["expect"]["alerting"]) for c in kafka.values() if "alerting" in c["expect"]
+            )
 
-        def skips() -> Counter[tuple[str, ...]]:
-            out: Counter[tuple[str, ...]] = Counter()
-            for name, value in metrics(alerting_url + "/metrics").items():
-                m = re.fullmatch(
-                    r'regstate_alerting_skipped_total\{input="([^"]+)",reason="([^"]+)"\}', name
-                )
-                if m:
-                    out[(m.group(1), m.group(2))] = int(value)
-            return out
+            def skips() -> Counter[tuple[str, ...]]:
+                out: Counter[tuple[str, ...]] = Counter()
+                for name, value in metrics(alerting_url + "/metrics").items():
+                    m = re.fullmatch(
+                        r'regstate_alerting_skipped_total\{input="([^"]+)",reason="([^"]+)"\}', name
+                    )
+                    if m:
+                        out[(m.group(1), m.group(2))] = int(value)
+                return out
 
-        wait_until(lambda: skips() == want_skips, 90, 0.5, "alerting skipped the bad records")
+            wait_until(lambda: skips() == want_skips, 90, 0.5, "alerting skipped the bad records")
 
-        # Every process is still running and answering.
-        assert worker.alive() and worker.ready()
-        assert fe.proc.poll() is None and http(f"http://127.0.0.1:{fe_web}/readyz")[0] == 200
-        assert asyncio.run(options_answered(fe.port))
-        assert dialer.poll() is None and http(dialer_url + "/readyz")[0] == 200
-        assert alerting.poll() is None and http(alerting_url + "/healthz")[0] == 200
-        log = (tmp_path / "worker.log").read_text()
-        assert "Restarting dead" not in log and "Crashed reason" not in log
-    worker.stop()
+            # Every process is still running and answering.
+            assert worker.alive() and worker.ready()
+            assert fe.proc.poll() is None and http(f"http://127.0.0.1:{fe_web}/readyz")[0] == 200
+            assert asyncio.run(options_answered(fe.port))
+            assert dialer.poll() is None and http(dialer_url + "/readyz")[0] == 200
+            assert alerting.poll() is None and http(alerting_url + "/healthz")[0] == 200
+            log = (tmp_path / "worker.log").read_text()
+            assert "Restarting dead" not in log and "Crashed reason" not in log
+    finally:
+        worker.stop()  # also when an assertion failed: no worker outlives the test
 
 
 async def options_answered(port: int) -> bool:
