@@ -11,7 +11,6 @@ per key, so memory stays bounded by the number of incidents.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -24,6 +23,7 @@ import orjson
 
 from processors.alerting import AlertChange
 from schemas.alerts import Alert, encode_alert
+from streams.aio import cancel_and_wait
 from streams.clock import Clock, now_ms
 from streams.settings import Settings
 
@@ -136,10 +136,7 @@ class WebhookSink:
         while self._pending and running and time.monotonic() < deadline:
             self._wake.set()
             await asyncio.sleep(0.05)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._session is not None:
             await self._session.close()
 

@@ -30,6 +30,7 @@ from typing import Any, Final, Protocol
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from schemas import RegistrationEvent
+from streams.aio import cancel_and_wait
 from streams.log.kafka_config import describe_failure
 from streams.log.publisher import EventPublisher, PublishError
 from streams.log.topics import REGISTRATIONS
@@ -120,10 +121,7 @@ class KafkaEventLog:
 
     async def stop(self) -> None:
         """Flush what was handed to the producer and close it."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._producer is not None:
             producer, self._producer = self._producer, None
             with contextlib.suppress(KafkaError):

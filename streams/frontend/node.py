@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from schemas import Source, ending_event
+from streams.aio import cancel_and_wait, close_listeners
 from streams.clock import Clock, now_ms, now_us
 from streams.frontend.eventlog import EventLog
 from streams.frontend.registrar import Decision, Registrar, build_event
@@ -200,16 +201,8 @@ class FrontendNode:
 
     async def stop(self) -> None:
         """Close the listeners and wait for requests in progress (at most the ack timeout)."""
-        if self._udp is not None:
-            self._udp.close()
-        if self._tcp is not None:
-            self._tcp.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._tcp.wait_closed(), 2)
-        if self._expiry_task is not None:
-            self._expiry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry_task
+        await close_listeners(self._udp, self._tcp)
+        await cancel_and_wait(self._expiry_task)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.ack_timeout_s + 1)
 

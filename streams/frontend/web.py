@@ -9,13 +9,13 @@ check should send phones elsewhere. ``/healthz`` is 200 while the process runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Final
 
 import orjson
 from aiohttp import web
 
+from streams.aio import cancel_and_wait
 from streams.frontend.eventlog import EventLog
 from streams.frontend.node import FrontendNode
 from streams.metrics import CONTENT_TYPE
@@ -52,9 +52,7 @@ async def start_web(
     async def start_sync(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(sync_loop())
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps({"status": "ok"}), content_type="application/json")

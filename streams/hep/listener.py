@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from schemas import RegistrationEvent
+from streams.aio import cancel_and_wait, close_listeners
 from streams.frontend.eventlog import EventLog
 from streams.hep.decode import PROTOCOL_SIP, HepError, decode, packet_length
 from streams.hep.dedup import DuplicateFilter
@@ -124,16 +125,8 @@ class HepListener:
 
     async def stop(self) -> None:
         """Close the sockets and the ticker."""
-        if self._udp is not None:
-            self._udp.close()
-        if self._tcp is not None:
-            self._tcp.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._tcp.wait_closed(), 2)
-        if self._tick is not None:
-            self._tick.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tick
+        await close_listeners(self._udp, self._tcp)
+        await cancel_and_wait(self._tick)
         if self._forward_sock is not None:
             self._forward_sock.close()
 
