@@ -505,8 +505,35 @@ def parse_via(text: str) -> Via:
     return Via(m.group("transport").upper(), m.group("host"), port, params)
 
 
+class _Message:
+    """What requests and responses answer alike, from their ``headers`` and ``vias``."""
+
+    __slots__ = ()
+    headers: tuple[tuple[str, str], ...]
+    vias: tuple[Via, ...]
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header (long name, any case); None if absent."""
+        name = name.lower()
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of a header, in order (each header line once, lists not split)."""
+        name = name.lower()
+        return [v for n, v in self.headers if n == name]
+
+    @property
+    def top_via(self) -> Via:
+        """The top Via: the hop that sent the request, the one a response goes back to
+        (its branch names the transaction)."""
+        return self.vias[0]
+
+
 @dataclass(frozen=True, slots=True)
-class SipRequest:
+class SipRequest(_Message):
     """A parsed request. Header values are as sent (unfolded), in order of arrival."""
 
     method: str
@@ -532,29 +559,11 @@ class SipRequest:
     """(lower-case name, the header's lines as received) for each header, for ``raw``."""
     start_line: str = ""
 
-    def header(self, name: str) -> str | None:
-        """The first value of a header (long name, any case); None if absent."""
-        name = name.lower()
-        for n, v in self.headers:
-            if n == name:
-                return v
-        return None
-
-    def header_values(self, name: str) -> list[str]:
-        """Every value of a header, in order (each header line once, lists not split)."""
-        name = name.lower()
-        return [v for n, v in self.headers if n == name]
-
     def raw_without_credentials(self) -> str:
         """Start line and headers as received, Authorization and Proxy-Authorization removed."""
         lines = [self.start_line]
         lines += [text for name, text in self.raw_lines if name not in CREDENTIAL_HEADERS]
         return "\r\n".join(lines) + "\r\n"
-
-    @property
-    def top_via(self) -> Via:
-        """The Via this node answers to."""
-        return self.vias[0]
 
 
 def _long_name(name: str) -> str:
@@ -666,7 +675,7 @@ class NotAResponse(SipParseError):
 
 
 @dataclass(frozen=True, slots=True)
-class SipResponse:
+class SipResponse(_Message):
     """A parsed response, with the headers a registrar's answer is read for.
 
     Contacts are parsed as in a request (a registrar's 200 lists every binding
@@ -688,24 +697,6 @@ class SipResponse:
     expires: int | None = None
     body: bytes = b""
     start_line: str = ""
-
-    def header(self, name: str) -> str | None:
-        """The first value of a header (long name, any case); None if absent."""
-        name = name.lower()
-        for n, v in self.headers:
-            if n == name:
-                return v
-        return None
-
-    def header_values(self, name: str) -> list[str]:
-        """Every value of a header, in order (each header line once, lists not split)."""
-        name = name.lower()
-        return [v for n, v in self.headers if n == name]
-
-    @property
-    def top_via(self) -> Via:
-        """The Via of the client that sent the request (the branch names the transaction)."""
-        return self.vias[0]
 
 
 def _status_line(line: str) -> tuple[int, str]:
