@@ -173,8 +173,12 @@ _SQLITE_KAMAILIO = (
 # Asterisk's realtime ps_contacts as its alembic migrations leave it (ENUMs as text
 # with a CHECK: SQLite has no ENUM).
 _AST_BOOL = "('0', '1', 'off', 'on', 'false', 'true', 'no', 'yes')"
-_SQLITE_ASTERISK = (
-    f"""CREATE TABLE IF NOT EXISTS ps_contacts (
+
+
+def _ps_contacts(yes_no: Callable[[str], str], keys: str = "") -> str:
+    """``CREATE TABLE ps_contacts``: the columns once, each dialect spelling the
+    ENUM of Asterisk's yes/no columns (``yes_no(column)``) and any inline keys."""
+    return f"""CREATE TABLE IF NOT EXISTS ps_contacts (
     id VARCHAR(255) NOT NULL,
     uri VARCHAR(511),
     expiration_time BIGINT,
@@ -184,16 +188,20 @@ _SQLITE_ASTERISK = (
     user_agent VARCHAR(255),
     qualify_timeout FLOAT,
     reg_server VARCHAR(255),
-    authenticate_qualify VARCHAR(5) CHECK (authenticate_qualify IN {_AST_BOOL}),
+    authenticate_qualify {yes_no("authenticate_qualify")},
     via_addr VARCHAR(40),
     via_port INTEGER,
     call_id VARCHAR(255),
     endpoint VARCHAR(255),
-    prune_on_boot VARCHAR(5) CHECK (prune_on_boot IN {_AST_BOOL}),
-    qualify_2xx_only VARCHAR(5) CHECK (qualify_2xx_only IN {_AST_BOOL}),
+    prune_on_boot {yes_no("prune_on_boot")},
+    qualify_2xx_only {yes_no("qualify_2xx_only")},
     UNIQUE (id),
-    CONSTRAINT ps_contacts_uq UNIQUE (id, reg_server)
-)""",
+    CONSTRAINT ps_contacts_uq UNIQUE (id, reg_server){keys}
+)"""
+
+
+_SQLITE_ASTERISK = (
+    _ps_contacts(lambda column: f"VARCHAR(5) CHECK ({column} IN {_AST_BOOL})"),
     "CREATE INDEX IF NOT EXISTS ps_contacts_id ON ps_contacts (id)",
     "CREATE INDEX IF NOT EXISTS ps_contacts_qualifyfreq_exp "
     "ON ps_contacts (qualify_frequency, expiration_time)",
@@ -344,30 +352,12 @@ _MYSQL_KAMAILIO = (
     _LOCATION_VERSION_ROW.format(ignore="IGNORE"),
 )
 
-_MYSQL_AST_BOOL = "ENUM('0', '1', 'off', 'on', 'false', 'true', 'no', 'yes')"
 _MYSQL_ASTERISK = (
-    f"""CREATE TABLE IF NOT EXISTS ps_contacts (
-    id VARCHAR(255) NOT NULL,
-    uri VARCHAR(511),
-    expiration_time BIGINT,
-    qualify_frequency INTEGER,
-    outbound_proxy VARCHAR(255),
-    path TEXT,
-    user_agent VARCHAR(255),
-    qualify_timeout FLOAT,
-    reg_server VARCHAR(255),
-    authenticate_qualify {_MYSQL_AST_BOOL},
-    via_addr VARCHAR(40),
-    via_port INTEGER,
-    call_id VARCHAR(255),
-    endpoint VARCHAR(255),
-    prune_on_boot {_MYSQL_AST_BOOL},
-    qualify_2xx_only {_MYSQL_AST_BOOL},
-    UNIQUE (id),
-    CONSTRAINT ps_contacts_uq UNIQUE (id, reg_server),
-    KEY ps_contacts_id (id),
-    KEY ps_contacts_qualifyfreq_exp (qualify_frequency, expiration_time)
-)""",
+    _ps_contacts(
+        lambda _column: f"ENUM{_AST_BOOL}",
+        keys=",\n    KEY ps_contacts_id (id),"
+        "\n    KEY ps_contacts_qualifyfreq_exp (qualify_frequency, expiration_time)",
+    ),
 )
 
 _MYSQL_VIEW = (
