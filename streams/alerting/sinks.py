@@ -15,13 +15,13 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import aiohttp
 import orjson
 
 from processors.alerting import AlertChange
+from processors.explain import iso_ms
 from schemas.alerts import Alert, encode_alert
 from streams.aio import cancel_and_wait
 from streams.clock import Clock, now_ms
@@ -33,9 +33,8 @@ ALERTMANAGER_PATH: Final = "/api/v2/alerts"
 
 
 def rfc3339(ms: int) -> str:
-    """``2026-01-01T08:00:00.000Z`` (Alertmanager's time format)."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    """``2026-01-01T08:00:00.000Z`` (Alertmanager's time format, the project's one ISO form)."""
+    return iso_ms(ms)
 
 
 def alertmanager_url(url: str) -> str:
