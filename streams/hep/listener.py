@@ -20,7 +20,6 @@ import contextlib
 import hmac
 import logging
 import socket
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Final
 
 from schemas import RegistrationEvent
 from streams.aio import cancel_and_wait, close_listeners
+from streams.clock import now_us
 from streams.frontend.eventlog import EventLog
 from streams.hep.decode import PROTOCOL_SIP, HepError, decode, packet_length
 from streams.hep.dedup import DuplicateFilter
@@ -73,7 +73,7 @@ class HepListener:
         auth_key: str = "",
         forward: tuple[str, int] | None = None,
         dedup: DuplicateFilter | None = None,
-        clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+        clock_us: Callable[[], int] = now_us,
     ) -> None:
         self.tracker = tracker
         self.event_log = event_log
