@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.helpers import PROJECT_ROOT, wait_until
+from tests.integration.kamailio_support import answers_options, stop_group
 
 KAMAILIO = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin")
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
@@ -175,9 +175,11 @@ def started_kamailio(
                 start_new_session=True,
             )  # fmt: skip
         try:
-            wait_until(lambda p=proc, n=port: _answers(n) or p.poll() is not None, 20, 0.1, "up")
+            wait_until(
+                lambda p=proc, n=port: answers_options(n) or p.poll() is not None, 20, 0.1, "up"
+            )
         except AssertionError:
-            _stop(proc)
+            stop_group(proc)
             raise
         if proc.poll() is None:
             break
@@ -188,36 +190,4 @@ def started_kamailio(
     try:
         yield Kamailio(proc, port, log)
     finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        # Its own session: the group is Kamailio's main process and its children only.
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
-def _answers(port: int) -> bool:
-    """Kamailio answers an OPTIONS on ``port`` (405 from this config)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(0.3)
-        me = s.getsockname()[1]
-        s.sendto(
-            (
-                f"OPTIONS sip:pbx.example SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};rport;"
-                f"branch=z9hG4bKprobe{me}\r\nFrom: <sip:probe@pbx.example>;tag=p\r\n"
-                f"To: <sip:pbx.example>\r\nCall-ID: probe-{me}\r\nCSeq: 1 OPTIONS\r\n"
-                "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-            ).encode(),
-            ("127.0.0.1", port),
-        )
-        try:
-            return s.recv(4096).startswith(b"SIP/2.0 ")
-        except OSError:
-            return False
+        stop_group(proc)

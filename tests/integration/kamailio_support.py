@@ -116,9 +116,20 @@ def answers_options(port: int) -> bool:
         s.sendto(msg.encode(), ("127.0.0.1", port))
         try:
             data = s.recv(4096)
-        except TimeoutError:
+        except OSError:  # no answer in time, or the port refused (nothing listens yet)
             return False
         return data.startswith(b"SIP/2.0 ")
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in its own session, children included: TERM, then KILL."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 @contextmanager
@@ -147,13 +158,7 @@ def running_kamailio(work: Path, db: Path | str, register: str = REGISTRAR) -> I
         assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
         yield port
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_group(proc)
 
 
 def sipp(
@@ -195,10 +200,4 @@ def sipp_uas(tmp: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_group(proc)
