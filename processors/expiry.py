@@ -88,9 +88,12 @@ class ExpiryIndex:
     """Next time each AOR of each owned partition needs the sweeper's look.
 
     One live entry per AOR that holds a binding, ``_due[partition][aor] =
-    (due_at, bindings)``; the heap may hold stale entries (an AOR re-scheduled
-    or removed, a partition dropped), skipped when popped and compacted away once
-    they outnumber the live ones. ``bindings`` per entry keeps an exact count of
+    (due_at, bindings)``; the heap holds, for each live entry, an entry due no
+    later than it. A later due time pushes nothing (a refresh, the common case,
+    moves an AOR's due time later at every REGISTER): its earlier heap entry,
+    when popped, is pushed again at the live due time. Stale heap entries (an
+    AOR removed, a partition dropped) are skipped when popped and compacted away
+    once they outnumber the live ones. ``bindings`` per entry keeps an exact count of
     the bindings of each partition (the ``active bindings`` gauge) at no scan.
     """
 
@@ -139,7 +142,7 @@ class ExpiryIndex:
             return
         due[aor] = (due_at, bindings)
         self._bindings[partition] += bindings
-        if old is None or old[0] != due_at:
+        if old is None or due_at < old[0]:
             heapq.heappush(self._heap, (due_at, partition, aor))
             self._maybe_compact()
 
@@ -171,8 +174,11 @@ class ExpiryIndex:
             due_at, partition, aor = heapq.heappop(heap)
             due = self._due.get(partition)
             entry = None if due is None else due.get(aor)
-            if due is None or entry is None or entry[0] != due_at:
-                continue  # stale: re-scheduled, removed or partition dropped
+            if due is None or entry is None or entry[0] < due_at:
+                continue  # stale: removed, re-scheduled earlier or partition dropped
+            if entry[0] > due_at:
+                heapq.heappush(heap, (entry[0], partition, aor))  # re-scheduled later
+                continue
             del due[aor]
             self._bindings[partition] -= entry[1]
             out.append((partition, aor))

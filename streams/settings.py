@@ -118,6 +118,11 @@ class Settings:
     """Worker: 1 (with ``engine_fast_handoff``) passes each fetched batch of source records
     to the fold agent as one list instead of record by record through a Faust stream;
     0 uses the stream and ``take_events`` (for comparison in bench/quix_peer.py)."""
+    engine_gc_gen0: int = 100_000
+    """Worker: allocations between two young-generation collections of Python's cycle
+    collector (Python's default, 700, cost about a fifth of the worker's CPU under
+    load); objects built at start-up are frozen out of later collections. 0 keeps
+    Python's settings."""
     log_level: str = "info"
     """Every command: log level (``debug``, ``info``, ``warning``, ``error``)."""
     # -- logging (issue 16): one setup for every command, streams/logsetup.py
@@ -330,6 +335,7 @@ class Settings:
             "engine_fetch_max_wait_ms",
             "engine_fast_handoff",
             "engine_direct_batches",
+            "engine_gc_gen0",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"REGSTATE_{name.upper()} must not be negative")

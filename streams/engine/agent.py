@@ -24,8 +24,9 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from faust.streams import _current_event  # the contextvar behind faust's current_event()
@@ -35,6 +36,7 @@ from faust.types.tuples import Message
 from processors.fold import fold_event
 from processors.outcomes import Outcome
 from schemas import AorState, BindingEvent, decode_state, encode_binding_event, encode_state
+from streams.engine.faust_edge import EngineConsumer, Fetched
 from streams.engine.outputs import BatchOutputs
 from streams.log.deadletter import DeadLetter
 from streams.log.routing import cached_partition
@@ -115,109 +117,134 @@ class FoldAgent:
         batch_max = self.settings.engine_batch_max
         if batch_max <= 1:
             async for event in stream.events():
-                await self.fold_batch([event.message])
+                await self.fold_messages([event.message])
             return
         within = self.settings.engine_batch_within_ms / 1000
         # take_events is on faust's Stream, not on the StreamT protocol.
         take_events = stream.take_events  # type: ignore[attr-defined]
         async for events in take_events(batch_max, within=within):
-            await self.fold_batch([e.message for e in events])
+            await self.fold_messages([e.message for e in events])
 
-    async def _run_direct(self, batches: asyncio.Queue[list[Message]]) -> None:
-        """Fold the batches the consumer hands over directly (D72), doing what Faust's
-        stream does per record: skip records of an older generation or fetched
+    async def _run_direct(self, batches: asyncio.Queue[list[Fetched]]) -> None:
+        """Fold the chunks the consumer hands over directly (D72, D107), doing what Faust's
+        stream does for its records: skip chunks of an older generation or fetched
         before a rebalance suspended the flow (they are fetched again from the
-        committed offset), track the rest as unacked, ack each once folded."""
+        committed offset), track the rest as unacked until AckGate releases them."""
         app = self.engine.app
-        consumer = app.consumer
+        consumer: EngineConsumer = app.consumer  # type: ignore[assignment]
         batch_max = self.settings.engine_batch_max
+        gate = self.engine.gate
+        inbound = app.monitor.stream_inbound_time
         while True:
-            messages = await batches.get()
-            while len(messages) < batch_max and not batches.empty():
-                messages = messages + batches.get_nowait()
+            chunks = await batches.get()
+            count = sum(len(c.records) for c in chunks)
+            while count < batch_max and not batches.empty():
+                more = batches.get_nowait()
+                chunks = chunks + more
+                count += sum(len(c.records) for c in more)
             if not app.flow_control.is_active():
                 continue
             generation = app.consumer_generation_id
-            live = [m for m in messages if m.generation_id == generation]
-            track = consumer.track_message
-            for m in live:
-                m.incref()  # the stream's reference, dropped below
-                m.tracked = True
-                track(m)
-            await self.fold_batch(live)
-            for m in live:
-                m.ack(consumer)
+            live = [c for c in chunks if c.generation == generation]
+            started = time.perf_counter()
+            now = time.monotonic()
+            for chunk in live:
+                consumer.track_fetched(chunk)
+                # Faust's liveness check (verify_event_path) reads when a stream last took
+                # a record of each partition; without it, it logs every few seconds, 5
+                # minutes after start, that the stream "has not started processing".
+                inbound[chunk.tp] = now
+            done = await self._fold_batch([(c.tp.partition, c.records, 1) for c in live])
+            for chunk in live:
+                release = partial(consumer.ack_fetched, chunk)
+                gate.hold_group(chunk.tp.partition, len(chunk.records), release, done)
+            self.metrics.fold_seconds.observe(time.perf_counter() - started)
 
-    async def fold_batch(self, messages: list[Message]) -> None:
-        """Fold ``messages`` (offset order per partition) and hold them until their outputs."""
+    async def fold_messages(self, messages: list[Message]) -> None:
+        """Fold Faust messages a stream delivered (offset order per partition) and hold
+        them until their outputs."""
         started = time.perf_counter()
-        await self._fold_batch(messages)
+        groups: dict[int, list[Message]] = {}
+        for msg in messages:
+            group = groups.get(msg.partition)
+            if group is None:
+                group = groups[msg.partition] = []
+            group.append(msg)
+        # Faust's messages carry their timestamp in seconds.
+        done = await self._fold_batch([(p, group, 1000) for p, group in groups.items()])
+        hold = self.engine.gate.hold_messages
+        for partition, group in groups.items():
+            hold(partition, group, done)
         self.metrics.fold_seconds.observe(time.perf_counter() - started)
 
-    async def _fold_batch(self, messages: list[Message]) -> None:
+    async def _fold_batch(
+        self, groups: list[tuple[int, Sequence[Any], int]]
+    ) -> list[asyncio.Future[Any]]:
+        """Fold each ``(partition, records, ms_per_timestamp_unit)`` group's records in
+        order, send the batch's outputs; return one future for all of them."""
         engine = self.engine
         positions = engine.positions
         admission = engine.admission
         policy = engine.policy
         metrics = self.metrics
         set_current = _current_event.set
-        groups: dict[int, list[Message]] = {}
         dead: list[asyncio.Future[Any]] = []  # dead letters, sent record by record
         touched: dict[bytes, _Touched] = {}
-        for msg in messages:
-            partition = msg.partition
-            positions[partition] = msg.offset + 1
-            group = groups.get(partition)
-            if group is None:
-                group = groups[partition] = []
-            group.append(msg)
-            key: bytes | None = msg.key
-            raw: bytes | None = msg.value
-            record_ts = int(msg.timestamp * 1000) if msg.timestamp else None
-            admitted = admission.admit(msg.topic, partition, msg.offset, key, raw, (), record_ts)
-            if isinstance(admitted, DeadLetter):
-                # Original headers are copied only for the rare refused record.
-                letter = replace(admitted, original_headers=_headers(msg.headers))
-                dead.append(await engine.dead_letter(letter))
+        for partition, records, ms_per_unit in groups:
+            if not records:
                 continue
-            assert key is not None  # admitted records have a key
-            ev = admitted
-            if record_ts is not None:
-                metrics.observe_skew(ev.node, ev.ts - record_ts)
-            t = touched.get(key)
-            if t is None:
-                set_current(self._context(partition))  # the table reads this partition
-                t = touched[key] = _Touched(partition, self.read(key))
-            try:
-                folded = fold_event(t.state, ev, policy)
-                # Encoding sits inside the guard too: a value the codec cannot write
-                # is dead-lettered like a fold bug, never raised into the agent (D81).
-                encoded = encode_state(folded.state, internal=True)
-                public = _public(folded.state) if folded.events else None
-                changes = [encode_binding_event(be) for be in folded.events]
-            except Exception as exc:  # the policy turns a fold bug into a dead letter
-                letter = admission.fold_failed(
-                    msg.topic, partition, msg.offset, key, raw, exc, _headers(msg.headers)
+            positions[partition] = records[-1].offset + 1
+            for msg in records:
+                key: bytes | None = msg.key
+                raw: bytes | None = msg.value
+                stamp = msg.timestamp
+                record_ts = int(stamp * ms_per_unit) if stamp else None
+                admitted = admission.admit(
+                    msg.topic, partition, msg.offset, key, raw, (), record_ts
                 )
-                log.exception("fold raised on %s; dead-lettered", ev.id)
-                dead.append(await engine.dead_letter(letter))
-                continue
-            outcome = folded.outcome
-            metrics.observe_fold(ev.kind, outcome)
-            if outcome is Outcome.DUPLICATE:
-                if t.state is not None:
-                    # Redelivered after a crash: the table may be ahead of regstate.bindings.
-                    metrics.republished += 1
-                    t.republish = True
-                continue
-            t.state = folded.state
-            t.encoded = encoded
-            t.public = (folded.state, public) if folded.events else None
-            t.changes.extend(changes)
-            t.changed = True
-            t.ts = ev.ts
-            if folded.events:
-                t.events.extend(folded.events)
+                if isinstance(admitted, DeadLetter):
+                    # Original headers are copied only for the rare refused record.
+                    letter = replace(admitted, original_headers=_headers(msg.headers))
+                    dead.append(await engine.dead_letter(letter))
+                    continue
+                assert key is not None  # admitted records have a key
+                ev = admitted
+                if record_ts is not None:
+                    metrics.observe_skew(ev.node, ev.ts - record_ts)
+                t = touched.get(key)
+                if t is None:
+                    set_current(self._context(partition))  # the table reads this partition
+                    t = touched[key] = _Touched(partition, self.read(key))
+                try:
+                    folded = fold_event(t.state, ev, policy)
+                    # Encoding sits inside the guard too: a value the codec cannot write
+                    # is dead-lettered like a fold bug, never raised into the agent (D81).
+                    encoded = encode_state(folded.state, internal=True)
+                    public = _public(folded.state) if folded.events else None
+                    changes = [encode_binding_event(be) for be in folded.events]
+                except Exception as exc:  # the policy turns a fold bug into a dead letter
+                    letter = admission.fold_failed(
+                        msg.topic, partition, msg.offset, key, raw, exc, _headers(msg.headers)
+                    )
+                    log.exception("fold raised on %s; dead-lettered", ev.id)
+                    dead.append(await engine.dead_letter(letter))
+                    continue
+                outcome = folded.outcome
+                metrics.observe_fold(ev.kind, outcome)
+                if outcome is Outcome.DUPLICATE:
+                    if t.state is not None:
+                        # Redelivered after a crash: the table may be ahead of regstate.bindings.
+                        metrics.republished += 1
+                        t.republish = True
+                    continue
+                t.state = folded.state
+                t.encoded = encoded
+                t.public = (folded.state, public) if folded.events else None
+                t.changes.extend(changes)
+                t.changed = True
+                t.ts = ev.ts
+                if folded.events:
+                    t.events.extend(folded.events)
         outputs = BatchOutputs(engine.producer(), self._sent)
         for key, t in touched.items():
             if t.state is not None:
@@ -225,10 +252,7 @@ class FoldAgent:
         set_current(None)
         sent = await outputs.send() + dead
         # One future for the whole batch: every record of it waits for every output.
-        done = [asyncio.gather(*sent)] if sent else []
-        hold = engine.gate.hold_group
-        for partition, group in groups.items():
-            hold(partition, group, done)
+        return [asyncio.gather(*sent)] if sent else []
 
     async def _write(self, key: bytes, t: _Touched, outputs: BatchOutputs) -> None:
         """One AOR's outputs of a batch: latest state to the table and bindings, its events."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import logging
 import sys
 from typing import Any
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     # record) and never lowers it: every aiokafka debug call then builds a
     # LogRecord, four per folded event (D71).
     worker.spinner = None
+    tune_gc(settings.engine_gc_gen0)
     profiler: cProfile.Profile | None = None
     if settings.profile:
         profiler = cProfile.Profile()
@@ -93,3 +95,20 @@ def run(args: argparse.Namespace) -> int:
             profiler.dump_stats(settings.profile)
             print(f"regstate worker: profile written to {settings.profile}", file=sys.stderr)
     return 0
+
+
+def tune_gc(gen0: int) -> None:
+    """Collect young objects every ``gen0`` allocations instead of 700 (D108).
+
+    The fold allocates a few hundred objects per event (decoded events, states,
+    bindings, records) that die young; at Python's 700 the collector ran every
+    few events and rescanned the survivors, about a fifth of the worker's CPU.
+    Freezing what start-up built (Faust, aiokafka, the settings) keeps those
+    objects out of every later full collection. 0 leaves Python's settings.
+    """
+    if gen0 <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, gen2)

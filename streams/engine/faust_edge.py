@@ -24,7 +24,9 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumerDriver
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerDriver
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
-from faust.types import ProducerT, TransportT
+from faust.types import TP, ProducerT, TransportT
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
 
 from streams.log.kafka_config import faust_broker_options
 from streams.log.topics import REGISTRATIONS
@@ -35,7 +37,24 @@ YIELD_EVERY = 500
 """Records handed to streams between two forced event-loop turns of the drain loop."""
 DIRECT_BATCHES_QUEUED = 4
 """Fetched batches of source records waiting for the fold agent before the fetcher waits."""
-"""Records handed to streams between two forced event-loop turns of the drain loop."""
+
+
+class Fetched:
+    """One partition's source records of one fetch, handed to the fold agent whole (D72, D107).
+
+    ``records`` are aiokafka ``ConsumerRecord`` objects in offset order (their
+    ``timestamp`` in milliseconds), never wrapped one by one in Faust messages.
+    ``sentinel`` is the one Faust message that stands for all of them in the
+    consumer's set of unacknowledged messages while they are folded and held.
+    """
+
+    __slots__ = ("generation", "records", "sentinel", "tp")
+
+    def __init__(self, tp: TP, records: list[Any], generation: int) -> None:
+        self.tp = tp
+        self.records = records
+        self.generation = generation
+        self.sentinel: Any = None
 
 
 class IdempotentProducer(AIOKafkaProducerDriver):
@@ -87,63 +106,139 @@ class EngineConsumer(AIOKafkaConsumerDriver):
         channels = app.topics._topic_name_index.get(topic, ())  # type: ignore[attr-defined]
         return not any(chan.queue.full() for chan in channels)
 
+    def track_fetched(self, chunk: Fetched) -> None:
+        """Track ``chunk`` as Faust tracks a message it hands to a stream (``track_message``).
+
+        Its last record, as a Faust message, stands for all of it in the set
+        ``wait_empty`` waits on: a rebalance or a shutdown waits until the
+        chunk is acknowledged. Faust's per-message sensors are not called for
+        source records (regstate's metrics count them; Faust's monitor is not
+        served, ``web_stats_enabled=False``).
+        """
+        sentinel = self._to_message(chunk.tp, chunk.records[-1])
+        chunk.sentinel = sentinel
+        self._unacked_messages.add(sentinel)
+
+    def ack_fetched(self, chunk: Fetched) -> None:
+        """``Consumer.ack`` for every record of ``chunk``, in one step: its offsets become
+        committable (contiguous with the acked ones before them, as Faust commits)."""
+        tp = chunk.tp
+        with ack_lock:
+            sentinel = chunk.sentinel
+            if sentinel is None or sentinel.acked:
+                return
+            sentinel.acked = True
+            self._unacked_messages.discard(sentinel)
+            committed = self._committed_offset[tp]
+            index = self._acked_index[tp]
+            fresh = [
+                r.offset
+                for r in chunk.records
+                if (committed is None or r.offset >= committed) and r.offset not in index
+            ]
+            index.update(fresh)
+            self._acked[tp].extend(fresh)
+            self._n_acked += len(fresh)
+            notify(self._waiting_for_ack)
+
+    async def _take_fetched(self, tp: TP, records: list[Any], generation: int) -> Fetched | None:
+        """The records of ``tp`` not read before, as one chunk; Faust's offset bookkeeping
+        (read offset, gaps) for all of them."""
+        read_offset = self._read_offset
+        last = read_offset[tp]
+        if last is not None and records[0].offset < last:
+            records = [r for r in records if r.offset >= last]  # seen before: a seek back
+            if not records:
+                return None
+        first = records[0].offset
+        contiguous = records[-1].offset - first == len(records) - 1
+        gapless = contiguous and (not last or first - last <= 1)
+        if not gapless and self.app.topics.acks_enabled_for(tp.topic):
+            for r in records:  # gaps (compaction, transaction markers), as Faust adds them
+                if last and r.offset - last > 1:
+                    await self._add_gap(tp, last + 1, r.offset)
+                last = r.offset
+        read_offset[tp] = records[-1].offset
+        return Fetched(tp, records, generation)
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
         """Deliver fetched records to the streams, in order, until stopped.
 
-        Faust's loop awaits ``wait_first(callback(message), suspend_flow.wait())``
-        for every record, so a rebalance can interrupt a hand-off blocked on a
-        full buffer. That costs four tasks per record. Here the callback is
-        awaited directly when it cannot block (see :meth:`_handoff_cannot_block`),
-        and through ``wait_first`` otherwise: the same semantics, the slow path
-        only when it matters. Offsets read, gaps and stop handling as Faust's.
+        Records of the fold agent's topic go to it a whole partition's fetch at
+        a time (:class:`Fetched`), never through Faust's per-record path (D107).
+        For any other topic Faust's loop awaits ``wait_first(callback(message),
+        suspend_flow.wait())`` for every record, so a rebalance can interrupt a
+        hand-off blocked on a full buffer. That costs four tasks per record. Here
+        the callback is awaited directly when it cannot block (see
+        :meth:`_handoff_cannot_block`), and through ``wait_first`` otherwise: the
+        same semantics, the slow path only when it matters. Offsets read, gaps,
+        flow, generation and stop handling as Faust's ``getmany``.
         """
         if not getattr(self.app, "regstate_fast_handoff", True):
             await super()._drain_messages(fetcher)  # Faust's own loop, for comparison
             return
+        app = self.app
         callback = self.callback
-        direct_topic: str | None = getattr(self.app, "regstate_direct_topic", None)
-        batches: asyncio.Queue[list[Any]] | None = getattr(self.app, "regstate_batches", None)
-        pending: list[Any] = []
+        direct_topic: str | None = getattr(app, "regstate_direct_topic", None)
+        batches: asyncio.Queue[list[Fetched]] | None = getattr(app, "regstate_batches", None)
+        if batches is None:
+            direct_topic = None
         consumer_stopped = self._stopped.is_set
         fetcher_stopped = fetcher._stopped.is_set
         read_offset = self._read_offset
-        acks_enabled_for = self.app.topics.acks_enabled_for
+        acks_enabled_for = app.topics.acks_enabled_for
         cannot_block = self._handoff_cannot_block
         since_yield = 0
         try:
             while not (consumer_stopped() or fetcher_stopped()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                records = self.getmany(timeout=1.0)
+                records, active = await self._wait_next_records(1.0)
                 await self.sleep(0)
-                if self.should_stop:
+                if records is None or self.should_stop or not self.flow_active:
                     continue
-                async for tp, message in records:
-                    since_yield += 1
-                    if since_yield >= YIELD_EVERY:
-                        since_yield = 0
-                        await asyncio.sleep(0)
-                    offset = message.offset
-                    last = read_offset[tp]
-                    if last is not None and offset < last:
-                        continue  # seen before (a seek back): Faust drops it too
-                    if last and offset - last > 1 and acks_enabled_for(message.topic):
-                        await self._add_gap(tp, last + 1, offset)
-                    if self._commit_every is not None and self._n_acked >= self._commit_every:
-                        self._n_acked = 0
-                        await self.commit()
-                    if message.topic == direct_topic:
-                        pending.append(message)  # to the fold agent, a batch at a time
-                    elif cannot_block(message.topic):
-                        await callback(message)
-                    else:
-                        await self.wait_first(callback(message), self.suspend_flow.wait())
-                    read_offset[tp] = offset
+                generation = app.consumer_generation_id
+                pending: list[Fetched] = []
+                others: dict[TP, list[Any]] = {}
+                for tp, recs in records.items():
+                    if not (active is None or tp in active or tp in self._buffered_partitions):
+                        continue
+                    app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    if tp.topic != direct_topic:
+                        others[tp] = recs
+                        continue
+                    chunk = await self._take_fetched(tp, recs, generation)
+                    if chunk is not None:
+                        pending.append(chunk)
+                if self._commit_every is not None and self._n_acked >= self._commit_every:
+                    self._n_acked = 0
+                    await self.commit()
                 if pending and batches is not None:
                     if batches.full():  # the agent is behind: wait, unless a rebalance starts
                         await self.wait_first(batches.put(pending), self.suspend_flow.wait())
                     else:
                         batches.put_nowait(pending)
-                    pending = []
+                for tp, record in self.scheduler.iterate(others):
+                    if not self.flow_active or app.consumer_generation_id != generation:
+                        break
+                    since_yield += 1
+                    if since_yield >= YIELD_EVERY:
+                        since_yield = 0
+                        await asyncio.sleep(0)
+                    offset = record.offset
+                    last = read_offset[tp]
+                    if last is not None and offset < last:
+                        continue  # seen before (a seek back): Faust drops it too
+                    if last and offset - last > 1 and acks_enabled_for(record.topic):
+                        await self._add_gap(tp, last + 1, offset)
+                    if self._commit_every is not None and self._n_acked >= self._commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    message = self._to_message(tp, record)
+                    if cannot_block(message.topic):
+                        await callback(message)
+                    else:
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                    read_offset[tp] = offset
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -177,7 +272,7 @@ class EngineApp(faust.App):
     regstate_fast_handoff: bool = True
     regstate_direct_topic: str | None = None
     """Records of this topic go from the consumer to :attr:`regstate_batches` (D72)."""
-    regstate_batches: asyncio.Queue[list[Any]] | None = None
+    regstate_batches: asyncio.Queue[list[Fetched]] | None = None
 
     def _new_transport(self) -> TransportT:
         return EngineTransport(self.conf.broker_consumer, self)

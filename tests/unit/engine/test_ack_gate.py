@@ -124,8 +124,8 @@ async def test_a_batch_group_is_released_only_when_all_its_outputs_are_acked() -
     second = [FakeMessage(0, i, acked) for i in range(3, 5)]
     f1 = [loop.create_future() for _ in range(2)]
     f2 = [loop.create_future()]
-    gate.hold_group(0, first, f1)  # type: ignore[arg-type]
-    gate.hold_group(0, second, f2)  # type: ignore[arg-type]
+    gate.hold_messages(0, first, f1)  # type: ignore[arg-type]
+    gate.hold_messages(0, second, f2)  # type: ignore[arg-type]
     for m in first + second:
         _stream_ack(m)
     assert gate.pending() == 5
@@ -145,11 +145,33 @@ async def test_a_group_without_outputs_waits_for_the_groups_before_it() -> None:
     gate = AckGate(lambda: None, lambda exc: None)
     m0, m1 = FakeMessage(2, 0, acked), FakeMessage(2, 1, acked)
     fut = loop.create_future()
-    gate.hold_group(2, [m0], [fut])  # type: ignore[list-item]
-    gate.hold_group(2, [m1], [])  # type: ignore[list-item]  # all duplicates: no output
+    gate.hold_messages(2, [m0], [fut])  # type: ignore[list-item]
+    gate.hold_messages(2, [m1], [])  # type: ignore[list-item]  # all duplicates: no output
     _stream_ack(m0)
     _stream_ack(m1)
     assert acked == []
     fut.set_result(None)
     await asyncio.sleep(0)
     assert acked == [(2, 0), (2, 1)]
+
+
+async def test_fetched_chunks_are_released_by_their_callbacks_in_offset_order() -> None:
+    """The direct path holds whole fetched chunks: ``release`` acks all of a chunk's
+    records at once, only after its outputs and after every chunk before it."""
+    loop = asyncio.get_running_loop()
+    released: list[str] = []
+    gate = AckGate(lambda: None, lambda exc: None)
+    gate.hold_group(1, 3, lambda: released.append("idle"), [])
+    assert released == ["idle"], "nothing in flight: released at once"
+    slow, fast = loop.create_future(), loop.create_future()
+    gate.hold_group(1, 500, lambda: released.append("first"), [slow])
+    gate.hold_group(1, 200, lambda: released.append("second"), [fast])
+    gate.hold_group(4, 7, lambda: released.append("other partition"), [loop.create_future()])
+    assert gate.pending() == 707
+    fast.set_result(None)
+    await asyncio.sleep(0)
+    assert released == ["idle"], "the first chunk's output is still in flight"
+    slow.set_result(None)
+    await asyncio.sleep(0)
+    assert released == ["idle", "first", "second"]
+    assert gate.pending() == 7

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +123,18 @@ def test_health_thresholds_reach_the_fold_policy_every_reader_uses() -> None:
         policy.flap_window_ms,
         policy.flap_threshold,
     ) == (5, 4, 20_000, 300_000, 2)
+
+
+def test_the_worker_collects_young_objects_less_often_and_freezes_its_start_up() -> None:
+    from streams.engine.cli import tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc(0)
+        assert gc.get_threshold() == before, "0 keeps Python's settings"
+        tune_gc(Settings().engine_gc_gen0)
+        assert gc.get_threshold() == (100_000, before[1], before[2])
+        assert gc.get_freeze_count() > 0, "start-up objects are out of later collections"
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
