@@ -6,9 +6,10 @@ folds each record in offset order with :func:`processors.fold.fold_event`, and
 then, per AOR the batch touched (D74):
 
 * writes the latest state to the table once (a new value, trap 1; its
-  changelog record sent like any output, D73), in the partition context of
-  that AOR's record (faust-streaming #497: inside a batch Faust's
-  ``current_event`` is not the record's);
+  changelog record sent like any output, D73), in one RocksDB write batch per
+  partition; reads of the table run in the partition context of the AOR's
+  record (faust-streaming #497: inside a batch Faust's ``current_event`` is not
+  the record's);
 * publishes the latest public state to regstate.bindings once, when any of its
   records emitted binding events (or was a redelivered duplicate: republish);
 * publishes every binding event, one per change, in order.
@@ -245,25 +246,37 @@ class FoldAgent:
                 t.ts = ev.ts
                 if folded.events:
                     t.events.extend(folded.events)
+        set_current(None)
         outputs = BatchOutputs(engine.producer(), self._sent)
+        stores: dict[int, list[tuple[bytes, bytes]]] = {}
         for key, t in touched.items():
             if t.state is not None:
-                await self._write(key, t, outputs)
-        set_current(None)
+                await self._write(key, t, outputs, stores)
+        for partition, writes in stores.items():
+            engine.table.store_many(partition, writes)
         sent = await outputs.send() + dead
         # One future for the whole batch: every record of it waits for every output.
         return [asyncio.gather(*sent)] if sent else []
 
-    async def _write(self, key: bytes, t: _Touched, outputs: BatchOutputs) -> None:
-        """One AOR's outputs of a batch: latest state to the table and bindings, its events."""
+    async def _write(
+        self,
+        key: bytes,
+        t: _Touched,
+        outputs: BatchOutputs,
+        stores: dict[int, list[tuple[bytes, bytes]]],
+    ) -> None:
+        """One AOR's outputs of a batch: latest state to ``stores`` (the table's writes, per
+        partition) and to bindings, its events."""
         state = t.state
         assert state is not None
         engine = self.engine
         partition = t.partition
         if t.changed:
-            _current_event.set(self._context(partition))  # the store's partition
             value = t.encoded  # a new value, never mutated (trap 1)
-            engine.table.store(key, value)
+            writes = stores.get(partition)
+            if writes is None:
+                writes = stores[partition] = []
+            writes.append((key, value))
             outputs.add(self._changelog, partition, key, value)
             self.remember(key, state)
         if not (t.events or t.republish):

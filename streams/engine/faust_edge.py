@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import rocksdict
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumerDriver
@@ -295,10 +296,20 @@ class BindingsTable(faust.Table):  # type: ignore[type-arg]  # raw bytes keys an
     does, so a restart replays only the changelog's tail.
     """
 
-    def store(self, key: bytes, value: bytes) -> None:
-        """Write the local store only. The caller sets faust's current event to a record
-        of the key's partition (the RocksDB store takes the partition from it)."""
-        self.data[key] = value
+    def store_many(self, partition: int, items: list[tuple[bytes, bytes]]) -> None:
+        """Write ``items`` of ``partition`` to the local store only, in one RocksDB write
+        batch (as Faust applies changelog records on recovery), not key by key through
+        Faust's store (a context lookup and a key-index update per key)."""
+        data: Any = self.data
+        db_for_partition = getattr(data, "_db_for_partition", None)
+        if db_for_partition is None or not getattr(data, "use_rocksdict", False):
+            for key, value in items:  # the memory store: no partitions
+                data[key] = value
+            return
+        batch = rocksdict.WriteBatch(raw_mode=True)  # Faust opens its stores in raw mode
+        for key, value in items:
+            batch.put(key, value)
+        db_for_partition(partition).write(batch)
 
     def changelog_sent(self, partition: int, fut: asyncio.Future[Any], count: int) -> None:
         """A batch of ``count`` changelog records of ``partition`` was handed to the producer."""
