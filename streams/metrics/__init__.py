@@ -11,20 +11,28 @@ Units are seconds (``_seconds``, ``_timestamp_seconds``); counters end in
 ``_total``. Each component keeps its counters in plain attributes (tests and
 log lines read them) and a collector turns them into families at scrape time;
 histograms are prometheus_client ``Histogram`` objects observed as things
-happen. The front-end's processes share one scrape target through
-prometheus_client's multiprocess mode (:mod:`.frontend`).
+happen, except on the worker's per-AOR path (:class:`LoopHistogram`). The
+front-end's processes share one scrape target through prometheus_client's
+multiprocess mode (:mod:`.frontend`).
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 # ``*_created`` series double every counter and histogram and no panel reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -61,6 +69,35 @@ class Family:
 
     def gauge(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(self.name, self.help, labels=self.labels)
+
+
+class LoopHistogram:
+    """A histogram observed from one event loop only, exported by its owner's collector.
+
+    prometheus_client's ``Histogram.observe`` takes a lock and walks its buckets;
+    once per AOR written by the worker's fold that was about 3 % of its CPU.
+    Here an observation is a bisect and two additions; the scrape runs on the
+    same loop, so no lock is needed.
+    """
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last: above every bound
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le: value <= bound
+        self.total += value
+
+    def family(self, fam: Family) -> HistogramMetricFamily:
+        buckets, cumulative = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            cumulative += count
+            le: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
+            buckets.append((le, cumulative))
+        return HistogramMetricFamily(fam.name, fam.help, buckets=buckets, sum_value=self.total)
 
 
 BUILD_INFO: Final = Family(
@@ -116,6 +153,7 @@ __all__ = [
     "LAG_BUCKETS",
     "LATENCY_BUCKETS",
     "Family",
+    "LoopHistogram",
     "catalogue",
     "exposition",
     "new_registry",

@@ -134,8 +134,11 @@ class EngineMetrics:
     """Clock skew per node (docs/design.md section 6)."""
     registry: CollectorRegistry = field(init=False, repr=False)
     fold_seconds: Histogram = field(init=False, repr=False)
-    """Per fold batch (today the agent folds one record at a time: a batch of one)."""
-    publish_to_bindings: Histogram = field(init=False, repr=False)
+    """Per fold batch."""
+    publish_to_bindings: m.LoopHistogram = field(
+        default_factory=lambda: m.LoopHistogram(m.LAG_BUCKETS), repr=False
+    )
+    """Per AOR state handed to regstate.bindings (observed on the event loop)."""
     scrape: Scrape = field(default_factory=Scrape, repr=False)
 
     def __post_init__(self) -> None:
@@ -143,12 +146,6 @@ class EngineMetrics:
         self.registry.register(_EngineCollector(self))
         self.fold_seconds = Histogram(
             FOLD_SECONDS.name, FOLD_SECONDS.help, registry=self.registry, buckets=m.FOLD_BUCKETS
-        )
-        self.publish_to_bindings = Histogram(
-            PUBLISH_TO_BINDINGS.name,
-            PUBLISH_TO_BINDINGS.help,
-            registry=self.registry,
-            buckets=m.LAG_BUCKETS,
         )
 
     def observe_fold(self, kind: str, outcome: str) -> None:
@@ -218,6 +215,7 @@ class _EngineCollector(Collector):
         g = READY.gauge()
         g.add_metric([s.worker], 1 if s.ready else 0)
         yield g
+        yield em.publish_to_bindings.family(PUBLISH_TO_BINDINGS)
 
 
 def render(

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
-from streams.metrics import catalogue
+from streams.metrics import LAG_BUCKETS, Family, LoopHistogram, catalogue, exposition
 from streams.metrics.engine import MAX_SKEW_NODES, EngineMetrics, render
 
 
@@ -90,3 +96,26 @@ def test_skew_tracks_a_bounded_number_of_nodes() -> None:
     for i in range(MAX_SKEW_NODES + 50):
         m.observe_skew(f"fe{i}", i)
     assert len(m.skew) == MAX_SKEW_NODES
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.sampled_from([*LAG_BUCKETS, 0.0, 0.004, 0.07, 3.0, 99.0]), max_size=40))
+def test_the_loop_histogram_exports_what_prometheus_clients_histogram_does(
+    values: list[float],
+) -> None:
+    """Same observations, bounds included (``le`` is inclusive): the same samples."""
+    fam = Family("regstate_test_seconds", "histogram", "A test histogram.")
+    ours = LoopHistogram(LAG_BUCKETS)
+    registry = CollectorRegistry()
+    theirs = Histogram(fam.name, fam.help, registry=registry, buckets=LAG_BUCKETS)
+    for value in values:
+        ours.observe(value)
+        theirs.observe(value)
+
+    class One(Collector):
+        def collect(self) -> Iterator[Metric]:
+            yield ours.family(fam)
+
+    mine = CollectorRegistry()
+    mine.register(One())
+    assert _samples(exposition(mine)) == _samples(exposition(registry))
