@@ -1,14 +1,17 @@
 """The Faust edge: the app, its transport (consumer and producer subclasses) and the table.
 
 Everything regstate changes inside faust-streaming lives here, each with the
-reason (D70-D73 in docs/decisions.md):
+reason (D70-D75 and D107 in docs/decisions.md):
 
 * :class:`IdempotentProducer`: ``acks=all`` and idempotence in at-least-once mode.
 * :class:`EngineConsumer`: the aiokafka driver's consumer with a settable
-  ``fetch_max_wait_ms`` (Faust hard-codes 1500 ms) and a drain loop that hands a
-  fetched record to the stream without Faust's per-record ``wait_first`` (four
-  tasks and an ``asyncio.wait`` per record) whenever the hand-off cannot block.
-* :class:`BindingsTable`: writes the store; the agent sends its changelog records.
+  ``fetch_max_wait_ms`` (Faust hard-codes 1500 ms) and a drain loop that hands
+  the fold agent each partition's fetched records as one :class:`Fetched`
+  chunk (tracked and acked a chunk at a time), and records of other topics to
+  their streams without Faust's per-record ``wait_first`` whenever the
+  hand-off cannot block.
+* :class:`BindingsTable`: writes the store in batches; the agent sends its
+  changelog records.
 """
 
 from __future__ import annotations
