@@ -533,6 +533,15 @@ def encode_state(s: AorState, *, internal: bool = False) -> bytes:
     return orjson.dumps(state_to_dict(s, internal=internal))
 
 
+def encode_state_forms(s: AorState) -> tuple[bytes, bytes]:
+    """``(internal, public)`` JSON of one AorState, its map built once: the worker writes
+    both for every state change (table value and regstate.bindings)."""
+    d = state_to_dict(s)
+    public = orjson.dumps(d)
+    d["seen"] = dict(s.seen)
+    return orjson.dumps(d), public
+
+
 def _source_from(d: Any) -> Source | None:
     if d is None:
         return None

@@ -36,7 +36,14 @@ from faust.types.tuples import Message
 
 from processors.fold import fold_event
 from processors.outcomes import Outcome
-from schemas import AorState, BindingEvent, decode_state, encode_binding_event, encode_state
+from schemas import (
+    AorState,
+    BindingEvent,
+    decode_state,
+    encode_binding_event,
+    encode_state,
+    encode_state_forms,
+)
 from streams.engine.faust_edge import EngineConsumer, Fetched
 from streams.engine.outputs import BatchOutputs
 from streams.log.deadletter import DeadLetter
@@ -220,8 +227,10 @@ class FoldAgent:
                     folded = fold_event(t.state, ev, policy)
                     # Encoding sits inside the guard too: a value the codec cannot write
                     # is dead-lettered like a fold bug, never raised into the agent (D81).
-                    encoded = encode_state(folded.state, internal=True)
-                    public = _public(folded.state) if folded.events else None
+                    if folded.events:
+                        encoded, public = encode_state_forms(folded.state)
+                    else:
+                        encoded, public = encode_state(folded.state, internal=True), None
                     changes = [encode_binding_event(be) for be in folded.events]
                 except Exception as exc:  # the policy turns a fold bug into a dead letter
                     letter = admission.fold_failed(
@@ -240,7 +249,11 @@ class FoldAgent:
                     continue
                 t.state = folded.state
                 t.encoded = encoded
-                t.public = (folded.state, public) if folded.events else None
+                if folded.events:
+                    # regstate.bindings: a tombstone once no contact is left.
+                    t.public = (folded.state, public if folded.state.contacts else None)
+                else:
+                    t.public = None
                 t.changes.extend(changes)
                 t.changed = True
                 t.ts = ev.ts

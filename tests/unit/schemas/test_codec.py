@@ -32,6 +32,7 @@ from schemas import (
     encode_event,
     encode_event_json,
     encode_state,
+    encode_state_forms,
     ending_event,
     event_from_mapping,
     event_id,
@@ -740,6 +741,8 @@ health = st.builds(
 def test_any_state_round_trips(state: AorState) -> None:
     assert decode_state(encode_state(state, internal=True)) == state
     assert decode_state(encode_state(state)) == state._replace(seen={})
+    # The worker's one-pass encoding writes exactly the same two values.
+    assert encode_state_forms(state) == (encode_state(state, internal=True), encode_state(state))
 
 
 BINDING_EVENT = BindingEvent(
