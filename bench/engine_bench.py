@@ -200,18 +200,6 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
-async def committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
-    ends = await end_offsets(bootstrap, topic)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    got = {tp.partition: m.offset for tp, m in offsets.items() if tp.topic == topic}
-    return all(end == 0 or got.get(p, -1) >= end for p, end in ends.items())
-
-
 async def _wait_committed_to_end(bootstrap: str, group: str, topic: str, within_s: float) -> float:
     """When (``time.monotonic()``) ``group`` had committed the end of ``topic``: polled
     every 20 ms on one admin client, so the rate's end is not a client's start-up late."""
@@ -506,9 +494,7 @@ def phase_restart(args: argparse.Namespace, work: Path) -> None:
     group = f"{prefix}engine"
     # Poll the cheap metrics endpoint while folding, the group's offsets only at the end.
     wait_for(lambda: worker.folded() >= args.bindings - have, 7200, "fill", 2.0)
-    wait_for(
-        lambda: asyncio.run(committed_to_end(args.bootstrap, group, topic)), 600, "commit", 1.0
-    )
+    asyncio.run(_wait_committed_to_end(args.bootstrap, group, topic, 600))
     print(
         f"table filled: {args.bindings} bindings, folded in {time.monotonic() - started:.0f} s",
         flush=True,
