@@ -523,8 +523,12 @@ def state_to_dict(s: AorState, *, internal: bool = False) -> dict[str, Any]:
         "contacts": [binding_to_dict(b) for b in s.contacts],
         "health": health_to_dict(s.health),
     }
-    if internal:
-        d["seen"] = dict(s.seen)
+    return _with_internal(d, s) if internal else d
+
+
+def _with_internal(d: dict[str, Any], s: AorState) -> dict[str, Any]:
+    """``d`` (the public map of ``s``) with what only the table value holds: ``seen``."""
+    d["seen"] = dict(s.seen)
     return d
 
 
@@ -538,8 +542,7 @@ def encode_state_forms(s: AorState) -> tuple[bytes, bytes]:
     both for every state change (table value and regstate.bindings)."""
     d = state_to_dict(s)
     public = orjson.dumps(d)
-    d["seen"] = dict(s.seen)
-    return orjson.dumps(d), public
+    return orjson.dumps(_with_internal(d, s)), public
 
 
 def _source_from(d: Any) -> Source | None:
