@@ -79,7 +79,7 @@ class _Touched:
         self.events: list[BindingEvent] = []
         self.changes: list[bytes] = []  # the events, encoded (in the fold's guard)
         self.encoded = b""  # the latest state, internal JSON
-        self.public: tuple[AorState, bytes | None] | None = None  # a state and its public
+        self.public: tuple[AorState, bytes] | None = None  # a state and its public JSON
 
 
 class _PartitionContext:
@@ -249,11 +249,7 @@ class FoldAgent:
                     continue
                 t.state = folded.state
                 t.encoded = encoded
-                if folded.events:
-                    # regstate.bindings: a tombstone once no contact is left.
-                    t.public = (folded.state, public if folded.state.contacts else None)
-                else:
-                    t.public = None
+                t.public = None if public is None else (folded.state, public)
                 t.changes.extend(changes)
                 t.changed = True
                 t.ts = ev.ts
@@ -296,10 +292,7 @@ class FoldAgent:
             return
         bindings = engine.bindings_topic
         out = partition if engine.same_partitions else await self._partition_of(bindings, key)
-        # The latest state's public form: encoded with it by the fold unless its
-        # last change emitted no binding event (or the record was a redelivery).
-        public = t.public[1] if t.public is not None and t.public[0] is state else _public(state)
-        outputs.add(bindings, out, key, public)
+        outputs.add(bindings, out, key, _public(state, t.public))
         if t.changed:
             self.metrics.publish_to_bindings.observe(max(0, engine.now_ms() - t.ts) / 1000)
         if t.events:
@@ -350,9 +343,17 @@ class FoldAgent:
         cache[key] = state
 
 
-def _public(state: AorState) -> bytes | None:
-    """regstate.bindings value: the public AorState, or a tombstone when no contact is left."""
-    return encode_state(state, internal=False) if state.contacts else None
+def _public(state: AorState, encoded: tuple[AorState, bytes] | None) -> bytes | None:
+    """regstate.bindings value: the public AorState, or a tombstone when no contact is left.
+
+    ``encoded``: a state and its public JSON from the fold, used when it is this
+    state (its last change emitted binding events and was not a redelivery).
+    """
+    if not state.contacts:
+        return None
+    if encoded is not None and encoded[0] is state:
+        return encoded[1]
+    return encode_state(state, internal=False)
 
 
 def _headers(headers: Any) -> list[tuple[str, bytes]]:
