@@ -165,6 +165,13 @@ class EngineConsumer(AIOKafkaConsumerDriver):
         read_offset[tp] = records[-1].offset
         return Fetched(tp, records, generation)
 
+    async def _commit_if_due(self) -> None:
+        """Commit once ``broker_commit_every`` records were acked since the last time, as
+        Faust's drain loop does between records."""
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await self.commit()
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
         """Deliver fetched records to the streams, in order, until stopped.
 
@@ -213,9 +220,7 @@ class EngineConsumer(AIOKafkaConsumerDriver):
                     chunk = await self._take_fetched(tp, recs, generation)
                     if chunk is not None:
                         pending.append(chunk)
-                if self._commit_every is not None and self._n_acked >= self._commit_every:
-                    self._n_acked = 0
-                    await self.commit()
+                await self._commit_if_due()
                 if pending and batches is not None:
                     if batches.full():  # the agent is behind: wait, unless a rebalance starts
                         await self.wait_first(batches.put(pending), self.suspend_flow.wait())
@@ -234,9 +239,7 @@ class EngineConsumer(AIOKafkaConsumerDriver):
                         continue  # seen before (a seek back): Faust drops it too
                     if last and offset - last > 1 and acks_enabled_for(record.topic):
                         await self._add_gap(tp, last + 1, offset)
-                    if self._commit_every is not None and self._n_acked >= self._commit_every:
-                        self._n_acked = 0
-                        await self.commit()
+                    await self._commit_if_due()
                     message = self._to_message(tp, record)
                     if cannot_block(message.topic):
                         await callback(message)
