@@ -540,9 +540,11 @@ def encode_state(s: AorState, *, internal: bool = False) -> bytes:
 def encode_state_forms(s: AorState) -> tuple[bytes, bytes]:
     """``(internal, public)`` JSON of one AorState, its map built once: the worker writes
     both for every state change (table value and regstate.bindings)."""
-    d = state_to_dict(s)
-    public = orjson.dumps(d)
-    return orjson.dumps(_with_internal(d, s)), public
+    public = orjson.dumps(state_to_dict(s))
+    # The internal map is the public one with ``seen`` added last (_with_internal), so
+    # its JSON is the public JSON with that member appended: one dump of the state.
+    seen = orjson.dumps({"seen": dict(s.seen)})
+    return b"".join((public[:-1], b",", seen[1:])), public
 
 
 def _source_from(d: Any) -> Source | None:
