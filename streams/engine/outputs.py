@@ -64,6 +64,9 @@ class BatchOutputs:
             count = builder.record_count()
             if not count:
                 continue
+            # Closed, the batch is ready at once: an open one waits the producer's
+            # linger first, and producer.send() may append records of its own to it.
+            builder.close()
             fut: asyncio.Future[Any] = await send_batch(builder, topic, partition=partition)
             if on_sent is not None:
                 on_sent(topic, partition, fut, count)
