@@ -23,7 +23,13 @@ latency [p99 <= 100 ms]
     counted). Same clock on both ends (one machine). The publisher runs in a
     process of its own. A second line gives the share of states the worker
     handed to its producer within 50 and 100 ms of their event's ts (its
-    ``regstate_publish_to_bindings_seconds`` histogram, over the phase).
+    ``regstate_publish_to_bindings_seconds`` histogram, over the phase), a third
+    the worker's CPU per event and the machine's CPU use over the phase. Then
+    the floor: a relay process (aiokafka consumer and producer, the engine's
+    batched outputs, no fold) re-sends the same events at the same rate between
+    topics of its own, with the worker idle; its p50/p99 is what the broker,
+    publisher and reader on this machine leave, and the last line gives the
+    worker's ratio to it.
 restart [ready <= 10 s]
     Fills a table with B bindings (B register events, one AOR each, granted a
     week), stops the worker (SIGTERM) and restarts it, three times: the time
@@ -361,14 +367,46 @@ def _publish_paced(
     asyncio.run(run())
 
 
-async def _latency(
-    args: argparse.Namespace, settings: Settings, tail: list[RegistrationEvent], rate: float
-) -> list[float]:
-    topic = settings.topic("bindings")
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=args.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
-    )
-    await consumer.start()
+def _relay(bootstrap: str, source: str, out: str, ready: Any) -> None:
+    """The transport floor of the latency phase: every record of ``source``, as it arrives,
+    sent on to ``out`` with no fold, with the engine's batched outputs (BatchOutputs) and
+    its producer and fetch settings; the value carries the record's timestamp as
+    ``updated_ts``. Runs in a process of its own, like the worker, until killed."""
+    from streams.engine.outputs import BatchOutputs
+
+    settings = Settings()
+
+    async def run() -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=settings.engine_fetch_max_wait_ms,
+            max_poll_records=settings.engine_max_poll_records,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=settings.producer_linger_ms,
+        )
+        await consumer.start()
+        await producer.start()
+        tps = await _assign_at_end(consumer, source)
+        ready.set()
+        while True:
+            fetched = await consumer.getmany(*tps, timeout_ms=1000)
+            outputs = BatchOutputs(producer)
+            for tp, records in fetched.items():
+                for r in records:
+                    value = orjson.dumps({"version": r.offset, "updated_ts": r.timestamp})
+                    outputs.add(out, tp.partition, r.key, value)
+            await outputs.send()
+
+    asyncio.run(run())
+
+
+async def _assign_at_end(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Assign every partition of ``topic`` to ``consumer``, positioned at its end."""
     await consumer._client.force_metadata_update()  # the topic is not subscribed: ask for it
     parts = consumer.partitions_for_topic(topic) or set()
     tps = [TopicPartition(topic, p) for p in sorted(parts)]
@@ -376,12 +414,25 @@ async def _latency(
     await consumer.seek_to_end(*tps)
     for tp in tps:
         await consumer.position(tp)
+    return tps
+
+
+async def _latency(
+    args: argparse.Namespace, source: str, topic: str, tail: list[RegistrationEvent], rate: float
+) -> list[float]:
+    """Publish ``tail`` to ``source`` at ``rate``; the latency of each new state read from
+    ``topic`` (arrival minus its ``updated_ts``), in ms."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=args.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
+    )
+    await consumer.start()
+    await _assign_at_end(consumer, topic)
     samples: list[float] = []
     phase_start_ms = now_ms()
     versions: dict[bytes, int] = {}
     publisher = multiprocessing.get_context("spawn").Process(
         target=_publish_paced,
-        args=(args.bootstrap, settings.topic("registrations"), tail, rate),
+        args=(args.bootstrap, source, tail, rate),
         daemon=True,
     )
     publisher.start()
@@ -422,24 +473,88 @@ def _within(worker: WorkerProc, le: str) -> tuple[float, float]:
     return under, total
 
 
+class _CpuTimes:
+    """The machine's CPU time from /proc/stat (Linux): busy and stolen, summed over cores."""
+
+    def __init__(self, busy: float, steal: float, total: float) -> None:
+        self.busy, self.steal, self.total = busy, steal, total
+
+    def __sub__(self, other: _CpuTimes) -> _CpuTimes:
+        return _CpuTimes(self.busy - other.busy, self.steal - other.steal, self.total - other.total)
+
+    def __str__(self) -> str:
+        total = self.total or 1.0
+        return f"{self.busy / total:.0%} busy, {self.steal / total:.0%} stolen by the host"
+
+
+def _cpu_times() -> _CpuTimes:
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return _CpuTimes(0.0, 0.0, 0.0)
+    idle = fields[3] + fields[4]  # idle, iowait
+    steal = fields[7] if len(fields) > 7 else 0.0
+    total = sum(fields[:8])
+    return _CpuTimes(total - idle - steal, steal, total)
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    samples.sort()
+    return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+
+
+def _relay_latency(
+    args: argparse.Namespace, prefix: str, tail: list[RegistrationEvent], rate: float
+) -> list[float]:
+    """The latency of the transport floor (:func:`_relay`) on topics of its own, at ``rate``."""
+    from aiokafka.admin import NewTopic  # type: ignore[import-untyped]
+
+    source, out = f"{prefix}relay-in", f"{prefix}relay-out"
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(t, args.partitions, 1) for t in (source, out)])
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    spawn = multiprocessing.get_context("spawn")
+    ready = spawn.Event()
+    relay = spawn.Process(target=_relay, args=(args.bootstrap, source, out, ready), daemon=True)
+    relay.start()
+    try:
+        if not ready.wait(120):
+            raise SystemExit("bench: the relay did not start")
+        return asyncio.run(_latency(args, source, out, tail, rate))
+    finally:
+        relay.kill()
+        relay.join()
+
+
 def phase_latency(
     args: argparse.Namespace, worker: WorkerProc, eps: float, tail: list[RegistrationEvent]
 ) -> None:
-    """Publish the tail at half ``eps``; measure event ts to regstate.bindings arrival."""
+    """Publish the tail at half ``eps``; measure event ts to regstate.bindings arrival. Then
+    the same for the relay (no fold, same transport), with the worker idle: the floor the
+    broker, the publisher and the reader on this machine leave."""
     rate = args.latency_rate or eps / 2
     n = min(len(tail), int(rate * args.latency_seconds))
     settings = Settings.from_env(worker.env)
     before = {le: _within(worker, le) for le in ("0.05", "0.1")}
-    samples = asyncio.run(_latency(args, settings, tail[:n], rate))
+    cpu, machine = worker.cpu_seconds(), _cpu_times()
+    samples = asyncio.run(
+        _latency(args, settings.topic("registrations"), settings.topic("bindings"), tail[:n], rate)
+    )
+    cpu, machine = worker.cpu_seconds() - cpu, _cpu_times() - machine
     inside = {}
     for le, (under0, total0) in before.items():
         under, total = _within(worker, le)
         inside[le] = (under - under0) / max(1.0, total - total0)
     if not samples:
         raise SystemExit("bench: no bindings record arrived")
-    samples.sort()
-    p50 = statistics.median(samples)
-    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    p50, p99 = _percentiles(samples)
     print(
         f"RESULT latency at {rate:.0f} events/s for {n / rate:.0f} s: {len(samples)} bindings "
         f"records, p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {samples[-1]:.1f} ms, "
@@ -451,6 +566,23 @@ def phase_latency(
         "RESULT latency inside the worker (event ts to its state handed to the producer, "
         f"regstate_publish_to_bindings_seconds): {inside['0.05']:.1%} within 50 ms, "
         f"{inside['0.1']:.1%} within 100 ms",
+        flush=True,
+    )
+    print(
+        f"RESULT CPU during the latency phase: worker {cpu / n * 1e6:.0f} µs/event; "
+        f"machine {machine}",
+        flush=True,
+    )
+    machine = _cpu_times()
+    floor = _relay_latency(args, settings.topic_prefix, tail[:n], rate)
+    machine = _cpu_times() - machine
+    if not floor:
+        raise SystemExit("bench: no relayed record arrived")
+    f50, f99 = _percentiles(floor)
+    print(
+        f"RESULT latency floor (relay: consume and re-send, no fold) at {rate:.0f} events/s: "
+        f"{len(floor)} records, p50 {f50:.1f} ms, p99 {f99:.1f} ms, max {floor[-1]:.1f} ms; "
+        f"worker/floor p50 {p50 / f50:.2f}x, p99 {p99 / f99:.2f}x; machine {machine}",
         flush=True,
     )
 
