@@ -225,6 +225,31 @@ async def _wait_committed_to_end(bootstrap: str, group: str, topic: str, within_
     raise SystemExit(f"bench: {group} did not commit the end of {topic} in {within_s:.0f} s")
 
 
+CREATED_PREFIXES: list[str] = []
+"""Topic prefixes this run created; :func:`drop_topics` deletes their topics at the end."""
+
+
+def drop_topics(bootstrap: str, prefixes: list[str]) -> None:
+    """Delete every topic under ``prefixes``: a broker that keeps thousands of old bench
+    topics answers every full metadata request with all of them and spends CPU on
+    their partitions, which slows the next runs."""
+    if not prefixes:
+        return
+
+    async def run() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            doomed = [t for t in await admin.list_topics() if t.startswith(tuple(prefixes))]
+            if doomed:
+                await admin.delete_topics(doomed)
+            return len(doomed)
+        finally:
+            await admin.close()
+
+    print(f"bench: deleted {asyncio.run(run())} topics of this run", flush=True)
+
+
 def publish(
     settings: Settings, events: Iterator[RegistrationEvent] | list[RegistrationEvent]
 ) -> float:
@@ -272,6 +297,7 @@ def fold_rate(
     while they fold; otherwise the log is published first (a backlog).
     """
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    CREATED_PREFIXES.append(prefix)
     slug = label.replace(" ", "-")
     envs = []
     for i in range(workers):
@@ -609,6 +635,8 @@ def _bindings_events(n: int, seed_ts: int) -> Iterator[RegistrationEvent]:
 
 def phase_restart(args: argparse.Namespace, work: Path) -> None:
     prefix = args.restart_prefix or f"bench-1m-{uuid.uuid4().hex[:8]}."
+    if not args.restart_prefix:
+        CREATED_PREFIXES.append(prefix)
     data = work / "restart"
     env = worker_env(args, prefix, data, "br")
     env.pop("REGSTATE_PROFILE", None)
@@ -663,22 +691,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restart-prefix", default="", help="restart: reuse this topic prefix")
     parser.add_argument("--data-dir", default="", help="worker state (default: a temp dir)")
     parser.add_argument("--profile", default="", help="cProfile the throughput worker here")
+    parser.add_argument("--keep-topics", action="store_true", help="do not delete the run's topics")
     args = parser.parse_args(argv)
     phases = set(args.phases.split(","))
     work = Path(args.data_dir or f"/tmp/regstate-bench-{uuid.uuid4().hex[:8]}")  # noqa: S108
     work.mkdir(parents=True, exist_ok=True)
     print(f"bench: work dir {work} (worker logs there)", flush=True)
-    if phases & {"throughput", "latency"}:
-        worker, eps, tail = phase_throughput(args, work)
-        try:
-            if "latency" in phases:
-                phase_latency(args, worker, eps, tail)
-        finally:
-            worker.stop()
-        if args.profile:
-            print(f"profile of the throughput worker: {args.profile}", flush=True)
-    if "restart" in phases:
-        phase_restart(args, work)
+    try:
+        if phases & {"throughput", "latency"}:
+            worker, eps, tail = phase_throughput(args, work)
+            try:
+                if "latency" in phases:
+                    phase_latency(args, worker, eps, tail)
+            finally:
+                worker.stop()
+            if args.profile:
+                print(f"profile of the throughput worker: {args.profile}", flush=True)
+        if "restart" in phases:
+            phase_restart(args, work)
+    finally:
+        if not args.keep_topics:
+            drop_topics(args.bootstrap, CREATED_PREFIXES)
     return 0
 
 

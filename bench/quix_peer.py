@@ -51,7 +51,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from engine_bench import (  # noqa: E402
+    CREATED_PREFIXES,
     bench_events,
+    drop_topics,
     ensure,
     fold_rate,
     publish,
@@ -175,6 +177,7 @@ def quix_child(args: argparse.Namespace) -> int:
 
 def quix_rate(args: argparse.Namespace, work: Path, events: list[RegistrationEvent]) -> float:
     prefix = f"bench-quix-{uuid.uuid4().hex[:8]}."
+    CREATED_PREFIXES.append(prefix)
     settings = Settings.from_env(worker_env(args, prefix, work / "quix", "q"))
     ensure(settings)
     rate = publish(settings, events)
@@ -242,16 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     bare = bare_rate(events)
     print(f"RESULT bare decode+fold: {bare:.0f} events/s (in process, one core)", flush=True)
     rates: dict[str, float] = {}
-    for spec in args.worker or DEFAULT_WORKERS:
-        label, env, processes = parse_worker(spec)
-        # With PROCESSES the workers share the partitions before the log is published
-        # (else the first to be ready folds most of a backlog alone).
-        worker, eps = fold_rate(
-            args, work, events, f"worker {label}", env, processes or 1, processes is not None
-        )
-        worker.stop()
-        rates[label] = eps
-    quix = 0.0 if args.no_quix else quix_rate(args, work, events)
+    try:
+        for spec in args.worker or DEFAULT_WORKERS:
+            label, env, processes = parse_worker(spec)
+            # With PROCESSES the workers share the partitions before the log is published
+            # (else the first to be ready folds most of a backlog alone).
+            worker, eps = fold_rate(
+                args, work, events, f"worker {label}", env, processes or 1, processes is not None
+            )
+            worker.stop()
+            rates[label] = eps
+        quix = 0.0 if args.no_quix else quix_rate(args, work, events)
+    finally:
+        drop_topics(args.bootstrap, CREATED_PREFIXES)
     again = bare_rate(events)
     print(f"bare decode+fold again: {again:.0f} events/s", flush=True)
     bare = max(bare, again)  # the ratio against the faster of the two: the stricter one
