@@ -108,9 +108,13 @@ class Settings:
     engine_stream_buffer: int = 8192
     """Worker: records the fold's stream may buffer (Faust pauses a partition's fetch at
     80 % of it)."""
-    engine_fetch_max_wait_ms: int = 100
-    """Worker: how long the broker may hold a fetch that found no new record (Faust
-    hard-codes 1500 ms; partitions with records buffered wait for that fetch to return)."""
+    engine_fetch_max_wait_ms: int = 40
+    """Worker: how long the broker may hold a fetch until ``engine_fetch_min_bytes`` of new
+    records arrived (Faust hard-codes 1500 ms): at live rates the worker folds what came
+    in this long, one batch per fetch (D110)."""
+    engine_fetch_min_bytes: int = 1 << 20
+    """Worker: bytes of new records that answer a fetch at once (a backlog); below that
+    the broker holds it ``engine_fetch_max_wait_ms``. 1 answers on the first record."""
     engine_fast_handoff: int = 1
     """Worker: 1 hands fetched records to the stream directly when that cannot block;
     0 uses Faust's per-record ``wait_first`` (for comparison in bench/quix_peer.py)."""
@@ -358,6 +362,7 @@ class Settings:
             "engine_batch_max",
             "engine_max_poll_records",
             "engine_stream_buffer",
+            "engine_fetch_min_bytes",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"REGSTATE_{name.upper()} must be at least 1")
