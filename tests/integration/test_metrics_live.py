@@ -47,6 +47,7 @@ from tests.integration.engine_harness import (
     engine_env,
     ensure,
     free_port,
+    free_ports,
     publish,
     settings_of,
     wait_committed_to_end,
@@ -129,7 +130,10 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
         users = tmp / "data" / "sip-users.json"
         for i in range(PHONES):
             add_user(users, REALM, user_name("m", i), sim_password(user_name("m", i)))
-        sip_port, web_port = free_port(), free_port()
+        # Process i of the front-end serves HTTP on web_port + i: both must be free, and
+        # the SIP port (an OS pick like them) must not be one of them.
+        web_port = free_ports(2)
+        sip_port = next(p for p in iter(free_port, 0) if p not in (web_port, web_port + 1))
         fe_env = {
             **env,
             "REGSTATE_NODE_ID": "fe-metrics",
