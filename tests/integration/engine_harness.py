@@ -45,26 +45,6 @@ def free_port() -> int:
         return port
 
 
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive TCP ports nobody listens on right now (a process
-    group that listens on a port and the next ones)."""
-    for _ in range(100):
-        first = free_port()
-        held: list[socket.socket] = []
-        try:
-            for port in range(first, first + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                held.append(s)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise AssertionError(f"no {count} consecutive free TCP ports found")
-
-
 def engine_env(bootstrap: str, prefix: str, data_dir: Path, **extra: str | int) -> dict[str, str]:
     """REGSTATE_* for a worker of one test: its own topics and state, small caches."""
     env = {

@@ -47,7 +47,6 @@ from tests.integration.engine_harness import (
     engine_env,
     ensure,
     free_port,
-    free_ports,
     publish,
     settings_of,
     wait_committed_to_end,
@@ -130,10 +129,9 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
         users = tmp / "data" / "sip-users.json"
         for i in range(PHONES):
             add_user(users, REALM, user_name("m", i), sim_password(user_name("m", i)))
-        # Process i of the front-end serves HTTP on web_port + i: both must be free, and
-        # the SIP port (an OS pick like them) must not be one of them.
-        web_port = free_ports(2)
-        sip_port = next(p for p in iter(free_port, 0) if p not in (web_port, web_port + 1))
+        # Each front-end process takes a free HTTP port of its own (0) and prints it: a
+        # fixed pair, web_port and web_port + 1, raced other sockets for the second one.
+        sip_port = free_port()
         fe_env = {
             **env,
             "REGSTATE_NODE_ID": "fe-metrics",
@@ -142,11 +140,19 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
             "REGSTATE_SIP_PORT": str(sip_port),
             "REGSTATE_SIP_PROCESSES": "2",
             "REGSTATE_SIP_RATE_KEY": "ip_port",
-            "REGSTATE_FRONTEND_WEB_PORT": str(web_port),
+            "REGSTATE_FRONTEND_WEB_PORT": "0",
         }
         fe_log = tmp / "frontend.log"
         procs.append(_spawn(["frontend"], fe_env, fe_log))
-        wait_until(lambda: b"processes 2" in fe_log.read_bytes(), 120, 0.2, "front-end up")
+
+        def web_ports() -> tuple[int, int] | None:
+            text = fe_log.read_bytes()
+            found = dict(re.findall(rb"node fe-metrics#(\d) http 127\.0\.0\.1:(\d+)", text))
+            if b"processes 2" not in text or len(found) < 2:
+                return None
+            return int(found[b"0"]), int(found[b"1"])
+
+        fe_web = wait_until(web_ports, 120, 0.2, "front-end up, both processes serving HTTP")
         sim = subprocess.run(
             [
                 sys.executable,
@@ -215,7 +221,7 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
             0.2,
             "alerting ready",
         )
-        yield System(tmp, worker, (web_port, web_port + 1), dialer_port, alerting_port)
+        yield System(tmp, worker, fe_web, dialer_port, alerting_port)
     finally:
         for p in procs:
             p.terminate()
