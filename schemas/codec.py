@@ -543,7 +543,7 @@ def encode_state_forms(s: AorState) -> tuple[bytes, bytes]:
     public = orjson.dumps(state_to_dict(s))
     # The internal map is the public one with ``seen`` added last (_with_internal), so
     # its JSON is the public JSON with that member appended: one dump of the state.
-    seen = orjson.dumps({"seen": dict(s.seen)})
+    seen = orjson.dumps(_with_internal({}, s))
     return b"".join((public[:-1], b",", seen[1:])), public
 
 
