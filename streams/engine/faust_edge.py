@@ -1,11 +1,12 @@
 """The Faust edge: the app, its transport (consumer and producer subclasses) and the table.
 
 Everything regstate changes inside faust-streaming lives here, each with the
-reason (D70-D75 and D107 in docs/decisions.md):
+reason (D70-D75, D107 and D110 in docs/decisions.md):
 
 * :class:`IdempotentProducer`: ``acks=all`` and idempotence in at-least-once mode.
-* :class:`EngineConsumer`: the aiokafka driver's consumer with a settable
-  ``fetch_max_wait_ms`` (Faust hard-codes 1500 ms) and a drain loop that hands
+* :class:`EngineConsumer`: the aiokafka driver's consumer whose thread fetches
+  with a settable ``fetch_max_wait_ms`` (Faust hard-codes 1500 ms) and
+  ``fetch_min_bytes`` (aiokafka's 1), and a drain loop that hands
   the fold agent each partition's fetched records as one :class:`Fetched`
   chunk (tracked and acked a chunk at a time), and records of other topics to
   their streams without Faust's per-record ``wait_first`` whenever the
@@ -74,7 +75,7 @@ class IdempotentProducer(AIOKafkaProducerDriver):
 
 
 class EngineConsumerThread(AIOKafkaConsumerThread):
-    """The consumer thread, its aiokafka consumer given regstate's fetch wait."""
+    """The consumer thread, its aiokafka consumer given regstate's fetch wait and minimum."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
