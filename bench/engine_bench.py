@@ -395,9 +395,11 @@ def _publish_paced(
 
 def _relay(bootstrap: str, source: str, out: str, ready: Any) -> None:
     """The transport floor of the latency phase: every record of ``source``, as it arrives,
-    sent on to ``out`` with no fold, with the engine's batched outputs (BatchOutputs) and
-    its producer and fetch settings; the value carries the record's timestamp as
-    ``updated_ts``. Runs in a process of its own, like the worker, until killed."""
+    sent on to ``out`` with no fold, with the engine's batched outputs (BatchOutputs), its
+    producer settings and fetch wait; its fetches answer on the first record (aiokafka's
+    ``fetch_min_bytes``), so the worker's fetch minimum (D110) is not in the floor. The
+    value carries the record's timestamp as ``updated_ts``. Runs in a process of its own,
+    like the worker, until killed."""
     from streams.engine.outputs import BatchOutputs
 
     settings = Settings()
