@@ -29,14 +29,25 @@ quix
     a bindings topic and each binding event to an events topic; from its first
     record until ``Application.run`` returned after its last (final checkpoint:
     outputs flushed, offsets committed).
+pipeline
+    The client floor: the same decode + ``fold_event`` and the same encodings and
+    batched outputs (BatchOutputs: state to a compacted topic, public state and
+    binding events) over a plain aiokafka consumer and producer with the
+    engine's fetch and producer settings, in one asyncio loop of its own
+    process: no Faust, no table, no admission checks, offsets committed every
+    second after the outputs before them were acknowledged. What the fold costs
+    over this client, and so the most a worker built on it could reach
+    (``--no-pipeline`` skips it).
 
-Prints ``RESULT`` lines and the ratios worker/quix and worker/bare. All share
+Prints ``RESULT`` lines and the ratios worker/quix, worker/bare and
+worker/pipeline. All share
 this machine's cores (and the broker); compare ratios, not absolute figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -70,6 +81,14 @@ DEFAULT_WORKERS = (
 )
 
 
+def decoded(value: bytes) -> RegistrationEvent:
+    """The event of a record of the bench's log (every one valid: no admission checks)."""
+    event = decode_event(value)
+    if not isinstance(event, RegistrationEvent):
+        raise SystemExit(f"bench: the log has a record the codec refuses: {event}")
+    return event
+
+
 def bare_rate(events: list[RegistrationEvent]) -> float:
     """decode + fold of every record, in memory, one core: records per second."""
     from processors.fold import fold_event
@@ -79,7 +98,7 @@ def bare_rate(events: list[RegistrationEvent]) -> float:
     states: dict[bytes, Any] = {}
     started, cpu = time.perf_counter(), time.process_time()
     for key, value in records:
-        folded = fold_event(states.get(key), decode_event(value), policy)
+        folded = fold_event(states.get(key), decoded(value), policy)
         states[key] = folded.state
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     print(f"bare decode+fold: CPU {cpu / len(records) * 1e6:.0f} µs/event", flush=True)
@@ -154,7 +173,7 @@ def quix_child(args: argparse.Namespace) -> int:
         if current is None:
             raw = state.get(b"s")
             current = None if raw is None else decode_state(raw)
-        folded = fold_event(current, decode_event(value), policy)
+        folded = fold_event(current, decoded(value), policy)
         if folded.outcome is Outcome.DUPLICATE:
             return []
         new = folded.state
@@ -175,17 +194,124 @@ def quix_child(args: argparse.Namespace) -> int:
     return 0
 
 
-def quix_rate(args: argparse.Namespace, work: Path, events: list[RegistrationEvent]) -> float:
-    prefix = f"bench-quix-{uuid.uuid4().hex[:8]}."
+def pipeline_child(args: argparse.Namespace) -> int:
+    """Run the client floor until it has folded ``--events`` records and committed them;
+    print its timing as JSON."""
+    from aiokafka import (  # type: ignore[import-untyped]
+        AIOKafkaConsumer,
+        AIOKafkaProducer,
+        TopicPartition,
+    )
+
+    from processors.fold import fold_event
+    from processors.outcomes import Outcome
+    from schemas import AorState, encode_binding_event, encode_state, encode_state_forms
+    from streams.engine.outputs import BatchOutputs
+
+    settings = Settings()
+    policy = settings.fold_policy()
+    state_topic = args.out_prefix + "pipeline-state"
+    bindings = args.out_prefix + "bindings"
+    events_topic = args.out_prefix + "binding-events"
+
+    async def run() -> dict[str, float]:
+        consumer = AIOKafkaConsumer(
+            args.source,
+            bootstrap_servers=args.bootstrap,
+            group_id=args.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=settings.engine_fetch_max_wait_ms,
+            fetch_min_bytes=settings.engine_fetch_min_bytes,
+            max_poll_records=settings.engine_max_poll_records,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=args.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=settings.producer_linger_ms,
+            max_batch_size=256 * 1024,
+        )
+        await consumer.start()
+        await producer.start()
+        states: dict[bytes, AorState] = {}
+        positions: dict[TopicPartition, int] = {}
+        sent: list[asyncio.Future[Any]] = []
+        seen = 0
+        first = (0.0, 0.0)
+        committed_at = 0.0
+        try:
+            while seen < args.events:
+                fetched = await consumer.getmany(timeout_ms=1000)
+                if not fetched:
+                    continue
+                if not seen:
+                    first = (time.monotonic(), time.process_time())
+                outputs = BatchOutputs(producer)
+                for tp, records in fetched.items():
+                    p = tp.partition
+                    for r in records:
+                        seen += 1
+                        folded = fold_event(states.get(r.key), decoded(r.value), policy)
+                        if folded.outcome is Outcome.DUPLICATE:
+                            continue
+                        new = states[r.key] = folded.state
+                        if folded.events:
+                            internal, public = encode_state_forms(new)
+                            outputs.add(bindings, p, r.key, public if new.contacts else None)
+                            for be in folded.events:
+                                outputs.add(events_topic, p, r.key, encode_binding_event(be))
+                        else:
+                            internal = encode_state(new, internal=True)
+                        outputs.add(state_topic, p, r.key, internal)
+                    positions[tp] = records[-1].offset + 1
+                sent.extend(await outputs.send())
+                if seen >= args.events or time.monotonic() - committed_at >= 1.0:
+                    # The worker's rule: an offset is committed once the outputs before it
+                    # are acknowledged (here every second, as the worker commits).
+                    await asyncio.gather(*sent)
+                    sent = []
+                    await consumer.commit(dict(positions))
+                    committed_at = time.monotonic()
+        finally:
+            await producer.stop()
+            await consumer.stop()
+        return {
+            "records": seen,
+            "seconds": time.monotonic() - first[0],
+            "cpu": time.process_time() - first[1],
+        }
+
+    print(json.dumps(asyncio.run(run())), flush=True)
+    return 0
+
+
+def child_rate(
+    args: argparse.Namespace, work: Path, events: list[RegistrationEvent], peer: str
+) -> float:
+    """Publish the log under a prefix of its own, run ``peer`` (quix, pipeline) on it in a
+    child process; print and return its rate."""
+    prefix = f"bench-{peer}-{uuid.uuid4().hex[:8]}."
     CREATED_PREFIXES.append(prefix)
-    settings = Settings.from_env(worker_env(args, prefix, work / "quix", "q"))
+    settings = Settings.from_env(worker_env(args, prefix, work / peer, peer[0]))
     ensure(settings)
+    if peer == "pipeline":
+        from streams.log.topics import TopicSpec, ensure_topics
+
+        spec = TopicSpec(
+            "pipeline-state",
+            f"{prefix}pipeline-state",
+            args.partitions,
+            1,
+            {"cleanup.policy": "compact"},
+        )
+        asyncio.run(ensure_topics(settings, [spec]))
     rate = publish(settings, events)
-    print(f"quix: published {len(events)} events at {rate:.0f}/s", flush=True)
+    print(f"{peer}: published {len(events)} events at {rate:.0f}/s", flush=True)
     cmd = [
         sys.executable,
         __file__,
-        "--quix-child",
+        f"--{peer}-child",
         "--bootstrap",
         args.bootstrap,
         "--events",
@@ -197,21 +323,21 @@ def quix_rate(args: argparse.Namespace, work: Path, events: list[RegistrationEve
         "--out-prefix",
         prefix,
         "--group",
-        f"{prefix}quix",
+        f"{prefix}{peer}",
         "--state-dir",
-        str(work / "quix-state"),
+        str(work / f"{peer}-state"),
     ]
-    with (work / "quix.log").open("wb") as log:
+    with (work / f"{peer}.log").open("wb") as log:
         out = subprocess.run(
             cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT, env=os.environ, timeout=3600
         )
     if out.returncode != 0:
-        raise SystemExit(f"bench: the Quix app failed ({out.returncode}); see {work / 'quix.log'}")
+        raise SystemExit(f"bench: {peer} failed ({out.returncode}); see {work / f'{peer}.log'}")
     timing = json.loads(out.stdout.decode().strip().splitlines()[-1])
-    eps = len(events) / timing["seconds"]
+    eps = len(events) / float(timing["seconds"])
     print(
-        f"RESULT quix: {timing['records']} records folded, outputs flushed and committed "
-        f"in {timing['seconds']:.2f} s: {eps:.0f} events/s, "
+        f"RESULT {peer}: {timing['records']} records folded, outputs acknowledged and "
+        f"committed in {timing['seconds']:.2f} s: {eps:.0f} events/s, "
         f"CPU {timing['cpu'] / len(events) * 1e6:.0f} µs/event (all its threads)",
         flush=True,
     )
@@ -226,10 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--worker", action="append", default=[], help="LABEL:ENV=V,...")
-    parser.add_argument("--no-quix", action="store_true", help="workers and bare only")
+    parser.add_argument("--no-quix", action="store_true", help="no Quix Streams app")
+    parser.add_argument("--no-pipeline", action="store_true", help="no client floor (pipeline)")
     parser.add_argument("--data-dir", default="", help="work dir (default: a temp dir)")
     parser.add_argument("--profile", default="")
     parser.add_argument("--quix-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pipeline-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--out-prefix", help=argparse.SUPPRESS)
     parser.add_argument("--group", help=argparse.SUPPRESS)
@@ -237,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quix_child:
         return quix_child(args)
+    if args.pipeline_child:
+        return pipeline_child(args)
     work = Path(args.data_dir or f"/tmp/regstate-quix-{uuid.uuid4().hex[:8]}")  # noqa: S108
     work.mkdir(parents=True, exist_ok=True)
     print(f"bench: work dir {work} (logs there)", flush=True)
@@ -255,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             worker.stop()
             rates[label] = eps
-        quix = 0.0 if args.no_quix else quix_rate(args, work, events)
+        quix = 0.0 if args.no_quix else child_rate(args, work, events, "quix")
+        pipeline = 0.0 if args.no_pipeline else child_rate(args, work, events, "pipeline")
     finally:
         drop_topics(args.bootstrap, CREATED_PREFIXES)
     again = bare_rate(events)
@@ -266,6 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         if quix:
             line += f", {eps / quix:.2f}x quix ({quix:.0f}) [targets: >= 50% of bare, >= 1.5x quix]"
         print(line, flush=True)
+        if pipeline:
+            print(
+                f"RATIO worker {label} to the client floor: {eps / pipeline:.0%} of "
+                f"{pipeline:.0f} events/s; the floor is {pipeline / bare:.0%} of bare",
+                flush=True,
+            )
     return 0
 
 
