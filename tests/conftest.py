@@ -4,6 +4,11 @@
 when set (CI or a developer's own broker), else the local 1-node Kafka
 (``regstate kafka up``), started on first use and left running afterwards so the
 next session starts in well under a second; ``regstate kafka down`` stops it.
+At the end of the session it deletes the topics the session created (each test
+has topics of its own), so a long-lived broker does not gather thousands of them:
+every full metadata answer lists them all (docs/decisions.md D111). It leaves
+internal (``__``) topics, the default ``regstate.`` ones and a bench's ``bench-``
+ones; ``REGSTATE_TEST_KEEP_TOPICS=1`` keeps everything (to look at a failed test's).
 
 ``secure_kafka``: the local secured 1-node Kafka (``regstate kafka up --secure``:
 SASL_SSL on 127.0.0.1:29092, SCRAM users per role, ACLs enforced), started on first
@@ -20,10 +25,14 @@ automatically, so ``-m 'not integration'`` never starts a broker.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import warnings
 from collections.abc import Iterator
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from devkafka.local import LocalKafka, ensure_kafka
 from tests.helpers import PROJECT_ROOT
@@ -42,13 +51,44 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+KEPT_TOPIC_PREFIXES = ("__", "regstate.", "bench-")
+"""Topics a session never deletes: Kafka's own, a running system's, a bench's."""
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
+def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap servers of a running Kafka (see the module docstring)."""
-    external = os.environ.get("REGSTATE_BOOTSTRAP_SERVERS")
-    if external:
-        return external
-    return ensure_kafka(nodes=1)
+    bootstrap = os.environ.get("REGSTATE_BOOTSTRAP_SERVERS") or ensure_kafka(nodes=1)
+    before = asyncio.run(_topic_names(bootstrap))
+    yield bootstrap
+    if os.environ.get("REGSTATE_TEST_KEEP_TOPICS"):
+        return
+    try:
+        created = asyncio.run(_topic_names(bootstrap)) - before
+        asyncio.run(_delete_topics(bootstrap, sorted(created)))
+    except (KafkaError, OSError) as exc:  # the tests passed or failed already: say, go on
+        warnings.warn(f"could not delete this session's topics: {exc!r}", stacklevel=1)
+
+
+async def _topic_names(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def _delete_topics(bootstrap: str, names: list[str]) -> None:
+    doomed = [n for n in names if not n.startswith(KEPT_TOPIC_PREFIXES)]
+    if not doomed:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")
