@@ -11,7 +11,8 @@ then, per AOR the batch touched (D74):
   record (faust-streaming #497: inside a batch Faust's ``current_event`` is not
   the record's);
 * publishes the latest public state to regstate.bindings once, when any of its
-  records emitted binding events (or was a redelivered duplicate: republish);
+  records emitted binding events (or was a redelivered duplicate: republish, and
+  its state to the changelog again, D114);
 * publishes every binding event, one per change, in order.
 
 Dead letters are sent per record. The records of each partition in the batch
@@ -243,9 +244,10 @@ class FoldAgent:
                 metrics.observe_fold(ev.kind, outcome)
                 if outcome is Outcome.DUPLICATE:
                     if t.state is not None:
-                        # Redelivered after a crash: the table may be ahead of regstate.bindings.
+                        # Redelivered after a crash: the table may be ahead of its outputs.
                         metrics.republished += 1
                         t.republish = True
+                        t.encoded = encoded  # the unchanged state's, for its changelog
                     continue
                 t.state = folded.state
                 t.encoded = encoded
@@ -288,6 +290,13 @@ class FoldAgent:
             writes.append((key, value))
             outputs.add(self._changelog, partition, key, value)
             self.remember(key, state)
+        elif t.republish:
+            # The local table is written before the batch's outputs are acknowledged, so
+            # a crash in between leaves it holding a state whose changelog record never
+            # reached Kafka; the redelivered record is then a duplicate here. Send the
+            # state to the changelog again: a standby or the partition's next owner
+            # rebuilds the table from it (D114).
+            outputs.add(self._changelog, partition, key, t.encoded)
         if not (t.events or t.republish):
             return
         bindings = engine.bindings_topic
