@@ -105,10 +105,10 @@ class AckedOffsets(list[int]):
     sorts it and commits up to the end of its first run of consecutive offsets. An
     offset in it twice ends every run after one offset, so each commit (one a second)
     moved the partition one offset on: a SIGKILL test saw its group 2,000 offsets
-    behind for minutes (D115). Offsets get in twice when a gap is noted over records
-    that were also acknowledged, or when records handed over before recovery's seek to
-    the committed offsets are handed over and acknowledged again after it. Faust sorts
-    the list before every use; sorting here also drops the repeats.
+    behind for minutes (D115). Offsets get in twice when ``_new_offset`` adds a gap
+    range over offsets that were acknowledged too (records handed over on both sides
+    of a restart's seek to the committed offsets). Faust sorts the list before every
+    use; sorting here also drops the repeats.
     """
 
     def sort(self, *, key: Any = None, reverse: bool = False) -> None:
