@@ -35,6 +35,8 @@ from streams.settings import Settings
 from tests.helpers import PROJECT_ROOT, wait_until
 
 PYTHON = sys.executable
+NO_SWEEP = 10**13
+"""A grace period (ms) no binding reaches: the sweeper stays quiet and the log stays fixed."""
 
 
 def free_port() -> int:

@@ -13,6 +13,7 @@ from processors.replay import replay
 from schemas import state_to_dict
 from tests.helpers import unique_name, wait_until
 from tests.integration.engine_harness import (
+    NO_SWEEP,
     Worker,
     engine_env,
     ensure,
@@ -27,7 +28,6 @@ from tests.integration.engine_harness import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-NO_SWEEP = 10**13
 BOUNDARY_MS = 120_000
 """AORs with a binding expiring this close to the test's clock are not compared:
 the worker's clock reads a moment later than the test's."""

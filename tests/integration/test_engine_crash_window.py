@@ -24,6 +24,7 @@ from schemas import decode_state, encode_state
 from streams.log.routing import kafka_partition
 from tests.helpers import unique_name
 from tests.integration.engine_harness import (
+    NO_SWEEP,
     Worker,
     bindings_view,
     compacted,
@@ -40,8 +41,6 @@ from tests.integration.engine_harness import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-
-NO_SWEEP = 10**13
 
 
 def test_a_state_the_table_holds_ahead_of_its_changelog_reaches_the_changelog(

@@ -16,6 +16,7 @@ from streams.log.deadletter import headers_dict
 from streams.log.routing import kafka_partition
 from tests.helpers import unique_name, wait_until
 from tests.integration.engine_harness import (
+    NO_SWEEP,
     Worker,
     bindings_view,
     engine_env,
@@ -57,7 +58,7 @@ def test_bad_records_are_dead_lettered_and_folding_goes_on(
     """
     prefix = unique_name("dl") + "."
     env = engine_env(
-        kafka_bootstrap, prefix, tmp_path, worker_id="da", web_port=free_port(), grace_ms=10**13
+        kafka_bootstrap, prefix, tmp_path, worker_id="da", web_port=free_port(), grace_ms=NO_SWEEP
     )
     settings = settings_of(env)
     ensure(settings)

@@ -20,6 +20,7 @@ from processors.policy import FoldPolicy
 from schemas import encode_state, state_to_dict
 from tests.helpers import unique_name, wait_until
 from tests.integration.engine_harness import (
+    NO_SWEEP,
     BackgroundPublisher,
     LogReplay,
     Worker,
@@ -42,8 +43,6 @@ from tests.integration.engine_harness import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
-
-NO_SWEEP = 10**13
 
 
 def _check_against_log(

@@ -16,6 +16,7 @@ from schemas import encode_state
 from streams.log.routing import kafka_partition
 from tests.helpers import unique_name
 from tests.integration.engine_harness import (
+    NO_SWEEP,
     Worker,
     binding_events_view,
     bindings_view,
@@ -37,9 +38,6 @@ from tests.integration.engine_harness import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-
-NO_SWEEP = 10**13
-"""A grace period no binding reaches: the sweeper stays quiet and the log stays fixed."""
 
 
 def test_bindings_topic_equals_replay_of_the_log(kafka_bootstrap: str, tmp_path: Path) -> None:

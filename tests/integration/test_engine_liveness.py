@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers import unique_name
 from tests.integration.engine_harness import (
+    NO_SWEEP,
     Worker,
     engine_env,
     ensure,
@@ -47,7 +48,7 @@ def test_a_worker_folding_a_backlog_is_not_reported_stalled(
         tmp_path,
         worker_id="lv",
         web_port=free_port(),
-        grace_ms=10**13,
+        grace_ms=NO_SWEEP,
     )
     env["STREAM_PROCESSING_TIMEOUT"] = str(STALL_SECONDS)  # read by Faust itself
     settings = settings_of(env)

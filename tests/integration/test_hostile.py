@@ -38,6 +38,7 @@ from streams.sip.uac import Phone
 from tests.helpers import PROJECT_ROOT, unique_name, wait_until
 from tests.integration.dialer_support import as_set
 from tests.integration.engine_harness import (
+    NO_SWEEP,
     Worker,
     bindings_view,
     diff_views,
@@ -261,7 +262,7 @@ def test_hostile_corpus_against_the_real_system(kafka_bootstrap: str, tmp_path: 
     prefix = unique_name("hostile") + "."
     env = engine_env(
         kafka_bootstrap, prefix, tmp_path / "worker", worker_id="h1", web_port=free_port(),
-        grace_ms=10**13,
+        grace_ms=NO_SWEEP,
     )  # fmt: skip
     settings = settings_of(env)
     ensure(settings)

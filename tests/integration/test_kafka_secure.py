@@ -43,6 +43,7 @@ from streams.log.topics import (
 )
 from tests.helpers import PROJECT_ROOT, wait_until_async
 from tests.integration.engine_harness import (
+    NO_SWEEP,
     Worker,
     engine_env,
     free_port,
@@ -53,8 +54,6 @@ from tests.integration.engine_harness import (
 from tests.integration.secure_support import SecuredTopics, secured_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-
-NO_SWEEP = 10**13
 
 
 @pytest.fixture
