@@ -196,7 +196,8 @@ class EngineConsumer(AIOKafkaConsumerDriver):
                     # here means records fetched before a seek (D115). Said, because
                     # the commit treats the gap's offsets as done.
                     self.log.warning(
-                        "%s: offsets %d-%d missing from a fetch, noted as a gap",
+                        "%s: offsets %d-%d missing from a fetch, noted as a gap (seen "
+                        "right after a restart's seek; elsewhere, report it: D115)",
                         tp,
                         last + 1,
                         r.offset - 1,
