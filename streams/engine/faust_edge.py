@@ -1,7 +1,7 @@
 """The Faust edge: the app, its transport (consumer and producer subclasses) and the table.
 
 Everything regstate changes inside faust-streaming lives here, each with the
-reason (D70-D75, D107 and D110 in docs/decisions.md):
+reason (D70-D75, D107, D110 and D115 in docs/decisions.md):
 
 * :class:`IdempotentProducer`: ``acks=all`` and idempotence in at-least-once mode.
 * :class:`EngineConsumer`: the aiokafka driver's consumer, its acknowledged offsets
@@ -104,8 +104,8 @@ class AckedOffsets(list[int]):
     Faust's ``Consumer._new_offset`` adds the partition's gap ranges to this list,
     sorts it and commits up to the end of its first run of consecutive offsets. An
     offset in it twice ends every run after one offset, so each commit (one a second)
-    moved the partition one offset on: a SIGKILL test saw its group 2,000 offsets
-    behind for minutes (D115). Offsets get in twice when ``_new_offset`` adds a gap
+    moved the partition one offset on: a SIGKILL test saw its group over 2,000
+    offsets behind for minutes (D115). Offsets get in twice when ``_new_offset`` adds a gap
     range over offsets that were acknowledged too (records handed over on both sides
     of a restart's seek to the committed offsets). Faust sorts the list before every
     use; sorting here also drops the repeats.
