@@ -235,17 +235,11 @@ def drop_topics(bootstrap: str, prefixes: list[str]) -> None:
     their partitions, which slows the next runs."""
     if not prefixes:
         return
+    from devkafka.topics import delete_topics, topic_names
 
     async def run() -> int:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            doomed = [t for t in await admin.list_topics() if t.startswith(tuple(prefixes))]
-            if doomed:
-                await admin.delete_topics(doomed)
-            return len(doomed)
-        finally:
-            await admin.close()
+        names = await topic_names(bootstrap)
+        return await delete_topics(bootstrap, (t for t in names if t.startswith(tuple(prefixes))))
 
     print(f"bench: deleted {asyncio.run(run())} topics of this run", flush=True)
 
@@ -266,6 +260,17 @@ def ensure(settings: Settings) -> None:
     from streams.log.topics import ensure_topics
 
     asyncio.run(ensure_topics(settings))
+
+
+def ensure_scratch(
+    settings: Settings, names: list[str], partitions: int, config: dict[str, str] | None = None
+) -> None:
+    """Create topics of the bench's own (not regstate's five) as regstate creates its
+    topics (:func:`streams.log.topics.ensure_topics`: every partition led on return)."""
+    from streams.log.topics import TopicSpec, ensure_topics
+
+    specs = [TopicSpec(n, n, partitions, 1, config or {}) for n in names]
+    asyncio.run(ensure_topics(settings, specs))
 
 
 # --------------------------------------------------------------------------- phases
@@ -532,22 +537,11 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 def _relay_latency(
-    args: argparse.Namespace, prefix: str, tail: list[RegistrationEvent], rate: float
+    args: argparse.Namespace, settings: Settings, tail: list[RegistrationEvent], rate: float
 ) -> list[float]:
     """The latency of the transport floor (:func:`_relay`) on topics of its own, at ``rate``."""
-    from aiokafka.admin import NewTopic  # type: ignore[import-untyped]
-
-    source, out = f"{prefix}relay-in", f"{prefix}relay-out"
-
-    async def create() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(t, args.partitions, 1) for t in (source, out)])
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
+    source, out = settings.topic("relay-in"), settings.topic("relay-out")
+    ensure_scratch(settings, [source, out], args.partitions)
     spawn = multiprocessing.get_context("spawn")
     ready = spawn.Event()
     relay = spawn.Process(target=_relay, args=(args.bootstrap, source, out, ready), daemon=True)
@@ -602,7 +596,7 @@ def phase_latency(
         flush=True,
     )
     machine = _cpu_times()
-    floor = _relay_latency(args, settings.topic_prefix, tail[:n], rate)
+    floor = _relay_latency(args, settings, tail[:n], rate)
     machine = _cpu_times() - machine
     if not floor:
         raise SystemExit("bench: no relayed record arrived")

@@ -66,6 +66,7 @@ from engine_bench import (  # noqa: E402
     bench_events,
     drop_topics,
     ensure,
+    ensure_scratch,
     fold_rate,
     publish,
     worker_env,
@@ -296,16 +297,9 @@ def child_rate(
     settings = Settings.from_env(worker_env(args, prefix, work / peer, peer[0]))
     ensure(settings)
     if peer == "pipeline":
-        from streams.log.topics import TopicSpec, ensure_topics
-
-        spec = TopicSpec(
-            "pipeline-state",
-            f"{prefix}pipeline-state",
-            args.partitions,
-            1,
-            {"cleanup.policy": "compact"},
+        ensure_scratch(
+            settings, [f"{prefix}pipeline-state"], args.partitions, {"cleanup.policy": "compact"}
         )
-        asyncio.run(ensure_topics(settings, [spec]))
     rate = publish(settings, events)
     print(f"{peer}: published {len(events)} events at {rate:.0f}/s", flush=True)
     cmd = [

@@ -31,10 +31,10 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from devkafka.local import LocalKafka, ensure_kafka
+from devkafka.topics import delete_topics, topic_names
 from tests.helpers import PROJECT_ROOT
 
 # Tests, and the processes they start, keep their data in the checkout like ./dev.
@@ -59,36 +59,16 @@ KEPT_TOPIC_PREFIXES = ("__", "regstate.", "bench-")
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap servers of a running Kafka (see the module docstring)."""
     bootstrap = os.environ.get("REGSTATE_BOOTSTRAP_SERVERS") or ensure_kafka(nodes=1)
-    before = asyncio.run(_topic_names(bootstrap))
+    before = asyncio.run(topic_names(bootstrap))
     yield bootstrap
     if os.environ.get("REGSTATE_TEST_KEEP_TOPICS"):
         return
     try:
-        created = asyncio.run(_topic_names(bootstrap)) - before
-        asyncio.run(_delete_topics(bootstrap, sorted(created)))
+        created = asyncio.run(topic_names(bootstrap)) - before
+        doomed = [n for n in created if not n.startswith(KEPT_TOPIC_PREFIXES)]
+        asyncio.run(delete_topics(bootstrap, doomed))
     except (KafkaError, OSError) as exc:  # the tests passed or failed already: say, go on
         warnings.warn(f"could not delete this session's topics: {exc!r}", stacklevel=1)
-
-
-async def _topic_names(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
-
-
-async def _delete_topics(bootstrap: str, names: list[str]) -> None:
-    doomed = [n for n in names if not n.startswith(KEPT_TOPIC_PREFIXES)]
-    if not doomed:
-        return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
 
 
 @pytest.fixture(scope="session")
