@@ -398,6 +398,18 @@ def _publish_paced(
     asyncio.run(run())
 
 
+def engine_like_producer(bootstrap: str, settings: Settings) -> AIOKafkaProducer:
+    """An aiokafka producer set as the worker's Faust producer is (build_app: acks=all,
+    idempotence, the linger, 256 KiB batches), for the benches' peers of the worker."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=settings.producer_linger_ms,
+        max_batch_size=256 * 1024,
+    )
+
+
 def _relay(bootstrap: str, source: str, out: str, ready: Any) -> None:
     """The transport floor of the latency phase: every record of ``source``, as it arrives,
     sent on to ``out`` with no fold, with the engine's batched outputs (BatchOutputs), its
@@ -416,12 +428,7 @@ def _relay(bootstrap: str, source: str, out: str, ready: Any) -> None:
             fetch_max_wait_ms=settings.engine_fetch_max_wait_ms,
             max_poll_records=settings.engine_max_poll_records,
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=settings.producer_linger_ms,
-        )
+        producer = engine_like_producer(bootstrap, settings)
         await consumer.start()
         await producer.start()
         tps = await _assign_at_end(consumer, source)

@@ -65,6 +65,7 @@ from engine_bench import (  # noqa: E402
     CREATED_PREFIXES,
     bench_events,
     drop_topics,
+    engine_like_producer,
     ensure,
     ensure_scratch,
     fold_rate,
@@ -198,11 +199,7 @@ def quix_child(args: argparse.Namespace) -> int:
 def pipeline_child(args: argparse.Namespace) -> int:
     """Run the client floor until it has folded ``--events`` records and committed them;
     print its timing as JSON."""
-    from aiokafka import (  # type: ignore[import-untyped]
-        AIOKafkaConsumer,
-        AIOKafkaProducer,
-        TopicPartition,
-    )
+    from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 
     from processors.fold import fold_event
     from processors.outcomes import Outcome
@@ -226,13 +223,7 @@ def pipeline_child(args: argparse.Namespace) -> int:
             fetch_min_bytes=settings.engine_fetch_min_bytes,
             max_poll_records=settings.engine_max_poll_records,
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=args.bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=settings.producer_linger_ms,
-            max_batch_size=256 * 1024,
-        )
+        producer = engine_like_producer(args.bootstrap, settings)
         await consumer.start()
         await producer.start()
         states: dict[bytes, AorState] = {}
