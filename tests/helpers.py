@@ -26,7 +26,7 @@ def unique_name(prefix: str) -> str:
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float = 30.0,
     interval: float = 0.1,
     message: str = "",
@@ -51,7 +51,7 @@ def wait_until(
 
 @overload
 async def wait_until_async(
-    predicate: Callable[[], Awaitable[T]],
+    predicate: Callable[[], Awaitable[T | None]],
     timeout: float = ...,  # noqa: ASYNC109
     interval: float = ...,
     message: str = ...,
@@ -60,7 +60,7 @@ async def wait_until_async(
 
 @overload
 async def wait_until_async(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float = ...,  # noqa: ASYNC109
     interval: float = ...,
     message: str = ...,
