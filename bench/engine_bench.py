@@ -64,7 +64,6 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 from aiokafka import (  # type: ignore[import-untyped]  # noqa: E402
     AIOKafkaConsumer,
@@ -278,7 +277,7 @@ def ensure_scratch(
 
 def bench_events(args: argparse.Namespace, total: int) -> list[RegistrationEvent]:
     """The synthetic log of a run (bench/gen_events.py), ending about now."""
-    from gen_events import generate_events
+    from bench.gen_events import generate_events
 
     span = 300_000 * total // args.aors
     return list(generate_events(total, args.aors, 4, args.seed, start_ts=now_ms() - span, raw=True))

@@ -18,10 +18,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gen_events import generate_events
-
+from bench.gen_events import generate_events
 from processors.fold import fold_event
 from processors.outcomes import Outcome
 from schemas import AorState, RegistrationEvent, Rejection, decode_event, encode_event

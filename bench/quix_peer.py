@@ -59,9 +59,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from engine_bench import (  # noqa: E402
+from bench.engine_bench import (  # noqa: E402
     CREATED_PREFIXES,
     bench_events,
     drop_topics,
@@ -72,7 +71,6 @@ from engine_bench import (  # noqa: E402
     publish,
     worker_env,
 )
-
 from schemas import RegistrationEvent, decode_event, encode_event  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 

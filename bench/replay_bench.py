@@ -24,10 +24,8 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gen_events import generate_events
-
+from bench.gen_events import generate_events
 from streams.log.publisher import publish_events
 from streams.log.topics import ensure_topics, topic_specs
 from streams.settings import Settings

@@ -338,10 +338,7 @@ def generate(
     n_events: int, n_aors: int, *, seed: int, start_ts: int, n_nodes: int = 4
 ) -> list[RegistrationEvent]:
     """bench/gen_events.py's synthetic registrar log (deterministic per arguments)."""
-    bench = str(PROJECT_ROOT / "bench")
-    if bench not in sys.path:
-        sys.path.insert(0, bench)
-    from gen_events import generate_events  # type: ignore[import-not-found,unused-ignore]  # bench/ on sys.path
+    from bench.gen_events import generate_events
 
     return list(generate_events(n_events, n_aors, n_nodes, seed, start_ts=start_ts, raw=False))
 

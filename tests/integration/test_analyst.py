@@ -8,7 +8,6 @@ quick on a shared machine; the bench (bench/replay_bench.py) does the million.
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -27,7 +26,7 @@ from streams.cli import main
 from streams.log.routing import kafka_partition
 from streams.log.topics import topic_specs
 from streams.settings import Settings
-from tests.helpers import PROJECT_ROOT, wait_until_async
+from tests.helpers import wait_until_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -92,10 +91,7 @@ def env(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
 
 def generated(n_events: int, n_aors: int, seed: int) -> list[RegistrationEvent]:
     """bench/gen_events.py's synthetic log with fixed event times."""
-    bench = str(PROJECT_ROOT / "bench")
-    if bench not in sys.path:
-        sys.path.insert(0, bench)
-    from gen_events import generate_events  # type: ignore[import-not-found]
+    from bench.gen_events import generate_events
 
     return list(generate_events(n_events, n_aors, 3, seed, start_ts=START_TS, raw=False))
 

@@ -25,11 +25,8 @@ Generator = Callable[..., Iterator[RegistrationEvent]]
 
 @pytest.fixture(scope="module")
 def generate() -> Generator:
-    sys.path.insert(0, str(GEN.parent))
-    try:
-        from gen_events import generate_events
-    finally:
-        sys.path.remove(str(GEN.parent))
+    from bench.gen_events import generate_events
+
     gen: Generator = generate_events
     return gen
 
