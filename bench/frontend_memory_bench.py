@@ -83,7 +83,7 @@ async def main() -> None:
     node = FrontendNode(
         node_id="fe1",
         registrar=Registrar(auth, ExpiryPolicy(3600, 60, 7200)),
-        event_log=NullLog(),  # type: ignore[arg-type]
+        event_log=NullLog(),
         limiter=SourceLimiter(10**6, 10**6, 10**6, 1),
         seq=SeqCounter(1),
         now_ms=lambda: 1_800_000_000_000,

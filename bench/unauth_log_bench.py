@@ -66,7 +66,7 @@ async def flood(name: str, packets: list[bytes]) -> None:
     node = FrontendNode(
         node_id="fe1",
         registrar=Registrar(auth, ExpiryPolicy(3600, 60, 7200)),
-        event_log=log,  # type: ignore[arg-type]
+        event_log=log,
         limiter=SourceLimiter(10**6, 10**6, 10**6, 1),
         seq=SeqCounter(1),
     )
