@@ -101,7 +101,7 @@ async def create_topic(
 
     Raises AssertionError if the broker reports an error for the topic.
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]  # aiokafka: no py.typed
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

@@ -7,8 +7,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]  # aiokafka: no py.typed
+from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]  # aiokafka: no py.typed
 
 from devkafka.local import LocalKafka
 from tests.helpers import create_topic, unique_name, wait_until_async
