@@ -174,10 +174,12 @@ def started_kamailio(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
+
+        def up(p: subprocess.Popen[bytes] = proc, n: int = port) -> bool:
+            return answers_options(n) or p.poll() is not None
+
         try:
-            wait_until(
-                lambda p=proc, n=port: answers_options(n) or p.poll() is not None, 20, 0.1, "up"
-            )
+            wait_until(up, 20, 0.1, "up")
         except AssertionError:
             stop_group(proc)
             raise

@@ -16,6 +16,7 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +159,11 @@ def test_phones_behind_kamailio(system: System) -> None:
         status, body = system.aor(f"sip:{user}@pbx.example")
         return body if status == 200 else None
 
+    def unregistered(user: str) -> bool:
+        return registered(user) is None
+
     for user in phones[5:]:
-        state = wait_until(lambda u=user: registered(u), 60, 0.2, f"{user} registered")
+        state = wait_until(partial(registered, user), 60, 0.2, f"{user} registered")
         [binding] = state["contacts"]
         assert binding["uri"] == f"sip:{user}@127.0.0.1:{port}"
         granted_ms = binding["expires_at"] - binding["refreshed_at"]
@@ -179,7 +183,7 @@ def test_phones_behind_kamailio(system: System) -> None:
         60, 0.2, "silent phone unreachable",
     )  # fmt: skip
     for user in phones[:5]:
-        wait_until(lambda u=user: registered(u) is None, 60, 0.2, f"{user} unregistered")
+        wait_until(partial(unregistered, user), 60, 0.2, f"{user} unregistered")
     # The sweeper expires the binding Kamailio granted for 2 s: no refresh came.
     wait_until(lambda: registered("4300") is None, 60, 0.2, "4300 lapsed")
 
