@@ -22,6 +22,8 @@ from streams.settings import Settings
 from tests.helpers import unique_name
 
 Record = tuple[bytes, bytes | None]
+RowKey = tuple[str, str, str, str, int, int]
+"""The comparable part of a stored row (see :func:`as_set`)."""
 
 
 def view_settings(bootstrap: str, **kw: object) -> Settings:
@@ -65,7 +67,7 @@ class History:
         """A fixed reader time: the largest ts folded so far (R6 compares against it)."""
         return max((e.ts for e in self.events[: self.done]), default=START_TS)
 
-    def expected(self, at_ms: int) -> set[tuple[str, str, str, str, int, int]]:
+    def expected(self, at_ms: int) -> set[RowKey]:
         """Active contacts at ``at_ms`` per ``processors.replay``: (aor, key, uri, node,
         expires_at, version)."""
         out = set()
@@ -75,7 +77,7 @@ class History:
         return out
 
 
-def as_set(rows: Iterable[BindingRow]) -> set[tuple[str, str, str, str, int, int]]:
+def as_set(rows: Iterable[BindingRow]) -> set[RowKey]:
     """The comparable part of stored rows."""
     return {(r.aor, r.contact_key, r.contact_uri, r.node, r.expires_at, r.version) for r in rows}
 

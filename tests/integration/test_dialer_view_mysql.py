@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import PROJECT_ROOT
-from tests.integration.dialer_support import History, as_set, publish, view_settings
+from tests.integration.dialer_support import History, RowKey, as_set, publish, view_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -171,7 +171,7 @@ async def test_dialer_view_on_mariadb_matches_replay_and_sqlite(
         now = hist.now
         expected = hist.expected(now)
 
-        def rows() -> tuple[set[object], set[object]]:
+        def rows() -> tuple[set[RowKey], set[RowKey]]:
             my = MysqlBindingStore(mariadb_dsn, read_only=True)
             lite = SqliteBindingStore(db, read_only=True)
             try:

@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -238,7 +238,7 @@ def build_record(case: dict[str, Any], i: int, now: int) -> tuple[str, bytes, by
 
 
 async def produce(
-    bootstrap: str, prefix: str, records: list[tuple[str, bytes, bytes | None]]
+    bootstrap: str, prefix: str, records: Sequence[tuple[str, bytes, bytes | None]]
 ) -> list[tuple[int, int]]:
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from processors.dialer import ServerMap
 from schemas import AorState, Binding, Health, Source
+from schemas.state import HealthState
 from streams.dialer.report import DialerView, build_reports, render_text
 from streams.dialer.store import (
     SqliteBindingStore,
@@ -41,8 +44,10 @@ def binding(key: str, expires_at: int, node: str = "fe1", registered_at: int = T
     )
 
 
-def state(aor: str, *contacts: Binding, version: int = 1, health: str = "registered") -> AorState:
-    return AorState(aor, version, T0, tuple(contacts), Health(state=health, since=T0))  # type: ignore[arg-type]
+def state(
+    aor: str, *contacts: Binding, version: int = 1, health: HealthState = "registered"
+) -> AorState:
+    return AorState(aor, version, T0, tuple(contacts), Health(state=health, since=T0))
 
 
 def rec(aor: str, s: AorState | None, ts: int) -> StoreRecord:
@@ -50,9 +55,9 @@ def rec(aor: str, s: AorState | None, ts: int) -> StoreRecord:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteBindingStore:
+def store(tmp_path: Path) -> Iterator[SqliteBindingStore]:
     s = SqliteBindingStore(tmp_path / "v.sqlite3", clock=lambda: T0)
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 
@@ -174,9 +179,7 @@ def test_reports_and_text_say_why_not(store: SqliteBindingStore, tmp_path: Path)
             view.store.conn.execute("DELETE FROM regstate_bindings")
 
 
-def _map():  # type: ignore[no-untyped-def]
-    from processors.dialer import ServerMap
-
+def _map() -> ServerMap:
     return ServerMap({"1001": ("10.0.0.1",)}, {"fe1": "10.0.0.1", "fe2": "10.0.0.2"})
 
 
@@ -223,7 +226,8 @@ def test_settings_and_dsn() -> None:
 
 
 async def test_readyz_and_metrics_before_and_after_catch_up(tmp_path: Path) -> None:
-    from streams.dialer.view import DialerViewService, render_metrics, sqlite_opener
+    from streams.dialer.view import DialerViewService, sqlite_opener
+    from streams.metrics.dialer import render_metrics
     from streams.settings import Settings
 
     service = DialerViewService(

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumerDriver
+from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 
 from streams.engine.faust_edge import rocksdb_options
 from streams.engine.worker import Engine
@@ -91,6 +93,9 @@ async def test_fetch_wait_and_min_bytes_reach_the_aiokafka_consumer(tmp_path: Pa
     minimum, not Faust's hard-coded 1500 ms and aiokafka's 1 byte."""
     engine = _engine(tmp_path, engine_fetch_max_wait_ms="25", engine_fetch_min_bytes="4096")
     driver = engine.app.consumer
+    # Faust types the app's consumer and transport as its abstract ConsumerT and TransportT.
+    assert isinstance(driver, AIOKafkaConsumerDriver)
+    assert isinstance(driver.transport, AIOKafkaTransport)
     consumer = driver._new_consumer_thread()._create_worker_consumer(driver.transport)
     try:
         assert consumer._fetch_max_wait_ms == 25

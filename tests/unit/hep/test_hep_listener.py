@@ -24,6 +24,7 @@ class FakeLog:
     """An EventLog that acknowledges at once."""
 
     ready = True
+    healthy = True
 
     def __init__(self) -> None:
         self.events: list[RegistrationEvent] = []
