@@ -13,6 +13,6 @@ fast: setup
 lint: setup
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 typecheck: setup
-	.venv/bin/mypy schemas processors streams devkafka
+	.venv/bin/mypy --explicit-package-bases schemas processors streams devkafka tests bench
 bench: setup
 	.venv/bin/python bench/fold_bench.py
