@@ -92,7 +92,8 @@ def test_the_request_is_written_before_the_next_fold(
             outputs.add(topic, 0, b"k", b"v")
             futures = await outputs.send()
             fold_started = time.time()
-            time.sleep(FOLD_SECONDS)  # the next fold: the loop runs nothing meanwhile
+            # Blocking on purpose: a fold holds the loop, and nothing else runs meanwhile.
+            time.sleep(FOLD_SECONDS)  # noqa: ASYNC251
             fold_ended = time.time()
             (metadata,) = await asyncio.gather(*futures)
         finally:
