@@ -108,10 +108,10 @@ class Settings:
     engine_stream_buffer: int = 8192
     """Worker: records the fold's stream may buffer (Faust pauses a partition's fetch at
     80 % of it)."""
-    engine_fetch_max_wait_ms: int = 40
+    engine_fetch_max_wait_ms: int = 25
     """Worker: how long the broker may hold a fetch until ``engine_fetch_min_bytes`` of new
     records arrived (Faust hard-codes 1500 ms): at live rates the worker folds what came
-    in this long, one batch per fetch (D110)."""
+    in this long, one batch per fetch (D110, D117)."""
     engine_fetch_min_bytes: int = 1 << 20
     """Worker: bytes of new records that answer a fetch at once (a backlog); below that
     the broker holds it ``engine_fetch_max_wait_ms``. 1 answers on the first record."""

@@ -91,19 +91,19 @@ def test_hot_path_settings_reach_faust_and_the_consumer(tmp_path: Path) -> None:
 async def test_fetch_wait_and_min_bytes_reach_the_aiokafka_consumer(tmp_path: Path) -> None:
     """D110: the consumer thread's aiokafka consumer fetches with regstate's wait and
     minimum, not Faust's hard-coded 1500 ms and aiokafka's 1 byte."""
-    engine = _engine(tmp_path, engine_fetch_max_wait_ms="25", engine_fetch_min_bytes="4096")
+    engine = _engine(tmp_path, engine_fetch_max_wait_ms="35", engine_fetch_min_bytes="4096")
     driver = engine.app.consumer
     # Faust types the app's consumer and transport as its abstract ConsumerT and TransportT.
     assert isinstance(driver, AIOKafkaConsumerDriver)
     assert isinstance(driver.transport, AIOKafkaTransport)
     consumer = driver._new_consumer_thread()._create_worker_consumer(driver.transport)
     try:
-        assert consumer._fetch_max_wait_ms == 25
+        assert consumer._fetch_max_wait_ms == 35
         assert consumer._fetch_min_bytes == 4096
     finally:
         await consumer.stop()
     defaults = Settings()
-    assert (defaults.engine_fetch_max_wait_ms, defaults.engine_fetch_min_bytes) == (40, 1 << 20)
+    assert (defaults.engine_fetch_max_wait_ms, defaults.engine_fetch_min_bytes) == (25, 1 << 20)
 
 
 @pytest.mark.parametrize(
