@@ -25,17 +25,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 LINGER_MS = 30_000
 
 
+def _lingering_producer(bootstrap: str) -> AIOKafkaProducer:
+    """The worker's producer settings, but a linger no batch of the tests may wait out."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=LINGER_MS
+    )
+
+
 def test_a_batch_goes_out_whole_without_the_linger(kafka_bootstrap: str) -> None:
     topic = f"test-outputs-{uuid.uuid4().hex[:12]}"
 
     async def run() -> tuple[list[Any], list[tuple[str, int, int]]]:
         await create_topic(kafka_bootstrap, topic, 2)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=LINGER_MS,
-        )
+        producer = _lingering_producer(kafka_bootstrap)
         await producer.start()
         sent: list[tuple[str, int, int]] = []
         try:
@@ -77,12 +79,7 @@ def test_the_request_is_written_before_the_next_fold(
         await create_topic(
             kafka_bootstrap, topic, 1, configs={"message.timestamp.type": "LogAppendTime"}
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=LINGER_MS,
-        )
+        producer = _lingering_producer(kafka_bootstrap)
         await producer.start()
         try:
             warm = BatchOutputs(producer)  # connection, metadata and producer id first
