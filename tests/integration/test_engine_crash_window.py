@@ -63,12 +63,12 @@ def test_a_state_the_table_holds_ahead_of_its_changelog_reaches_the_changelog(
     events = generate(2_050, 300, seed=5, start_ts=now_ms() - 40 * 60_000)
     head, tail = events[:2_000], events[2_000:]
     before = replay(head, policy).states
-    # The crashed batch's event: one that changes its AOR's state.
-    event = next(
-        e
+    # The crashed batch's event: one that changes its AOR's state (to ``ahead``).
+    event, ahead = next(
+        (e, folded.state)
         for e in tail
-        if fold_event(before.get(e.aor), e, policy).outcome is not Outcome.DUPLICATE
-        and fold_event(before.get(e.aor), e, policy).events
+        if (folded := fold_event(before.get(e.aor), e, policy)).outcome is not Outcome.DUPLICATE
+        and folded.events
     )
     key = event.aor.encode()
     partition = kafka_partition(key, settings.partitions)
@@ -89,7 +89,6 @@ def test_a_state_the_table_holds_ahead_of_its_changelog_reaches_the_changelog(
     try:
         raw = db.get(key)
         assert raw is not None and decode_state(raw) == before[event.aor]
-        ahead = fold_event(before[event.aor], event, policy).state
         db.put(key, encode_state(ahead, internal=True))
     finally:
         db.close()
