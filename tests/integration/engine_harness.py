@@ -220,6 +220,21 @@ async def read_topic(bootstrap: str, topic: str, within: float = 60) -> list[Any
         await consumer.stop()
 
 
+def read_events(bootstrap: str, topic: str) -> list[RegistrationEvent]:
+    """Every record of a registrations ``topic``, decoded, in :func:`read_topic`'s order.
+
+    Each must be an event keyed by its AOR, as the front-ends publish them; a
+    Rejection (no kind, node or contacts) or another key fails the test.
+    """
+    events = []
+    for r in asyncio.run(read_topic(bootstrap, topic)):
+        e = decode_event(r.value)
+        assert isinstance(e, RegistrationEvent), e
+        assert r.key == e.aor.encode(), (r.key, e.aor)
+        events.append(e)
+    return events
+
+
 def compacted(records: Iterable[Any]) -> dict[bytes, bytes]:
     """The compacted view of a topic: last value per key; a tombstone deletes the key."""
     view: dict[bytes, bytes] = {}

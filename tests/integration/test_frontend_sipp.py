@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from schemas import RegistrationEvent, decode_event
+from schemas import RegistrationEvent
 from streams.frontend.users import add_user
 from streams.log.topics import ensure_topics
 from streams.settings import Settings
 from tests.helpers import PROJECT_ROOT, unique_name, wait_until
-from tests.integration.engine_harness import free_port, read_topic
+from tests.integration.engine_harness import free_port, read_events, read_topic
 
 SIPP = shutil.which("sipp")
 SCENARIOS = PROJECT_ROOT / "tests" / "sipp"
@@ -164,16 +164,7 @@ def auth_row(user: str, pw: str) -> str:
 
 
 def events(fe: Frontend) -> list[RegistrationEvent]:
-    records = asyncio.run(
-        read_topic(fe.env["REGSTATE_BOOTSTRAP_SERVERS"], fe.settings.topic("registrations"))
-    )
-    out = []
-    for r in records:
-        e = decode_event(r.value)
-        assert isinstance(e, RegistrationEvent), e
-        assert r.key == e.aor.encode()
-        out.append(e)
-    return out
+    return read_events(fe.env["REGSTATE_BOOTSTRAP_SERVERS"], fe.settings.topic("registrations"))
 
 
 def test_sipp_register_reject_unregister_and_no_secrets(frontend: Frontend, tmp_path: Path) -> None:

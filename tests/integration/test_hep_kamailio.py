@@ -25,13 +25,19 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from processors.alerting import AlertChange, Detector
-from schemas import AorState, BindingEvent, RegistrationEvent, decode_event, decode_state
+from schemas import AorState, BindingEvent, RegistrationEvent, decode_state
 from schemas.codec import binding_event_from_dict
 from streams.log.topics import ensure_topics
 from streams.metrics.hep import FAMILIES as HEP_FAMILIES
 from streams.settings import Settings
 from tests.helpers import PROJECT_ROOT, unique_name, wait_until
-from tests.integration.engine_harness import Worker, engine_env, free_port, read_topic
+from tests.integration.engine_harness import (
+    Worker,
+    engine_env,
+    free_port,
+    read_events,
+    read_topic,
+)
 from tests.integration.hep_harness import (
     CAPTURE_ID,
     KAMAILIO,
@@ -91,15 +97,9 @@ class System:
         return {p["aor"] for p in orjson.loads(body)["problems"]}
 
     def events(self) -> list[RegistrationEvent]:
-        records = asyncio.run(
-            read_topic(self.env["REGSTATE_BOOTSTRAP_SERVERS"], self.settings.topic("registrations"))
+        return read_events(
+            self.env["REGSTATE_BOOTSTRAP_SERVERS"], self.settings.topic("registrations")
         )
-        out = []
-        for r in records:
-            e = decode_event(r.value)
-            assert isinstance(e, RegistrationEvent)
-            out.append(e)
-        return out
 
 
 def auth_row(user: str, password: str | None = None, *extra: str) -> str:
