@@ -45,10 +45,6 @@ class AckGate:
         self._on_failure = on_failure
         self._queues: dict[int, deque[_Held]] = {}
 
-    def hold(self, message: Message, futures: list[asyncio.Future[Any]]) -> None:
-        """Keep ``message`` from being committed until ``futures`` succeed (and those before)."""
-        self.hold_messages(message.partition, (message,), futures)
-
     def hold_messages(
         self, partition: int, messages: Sequence[Message], futures: list[asyncio.Future[Any]]
     ) -> None:

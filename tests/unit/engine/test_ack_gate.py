@@ -28,6 +28,11 @@ class FakeMessage:
         return False
 
 
+def _hold(gate: AckGate, m: FakeMessage, futures: list[asyncio.Future[Any]]) -> None:
+    """One message held on ``futures``, as the agent holds a batch's messages of a partition."""
+    gate.hold_messages(m.partition, [m], futures)  # type: ignore[list-item]
+
+
 def _stream_ack(m: FakeMessage) -> None:
     """What Faust's stream does after the agent's iteration."""
     m.ack(None)
@@ -41,9 +46,9 @@ async def test_offsets_are_released_only_after_all_outputs_and_in_order() -> Non
     m0, m1, m2 = (FakeMessage(0, i, acked) for i in range(3))
     f0 = [loop.create_future(), loop.create_future()]
     f1 = [loop.create_future()]
-    gate.hold(m0, f0)  # type: ignore[arg-type]
-    gate.hold(m1, f1)  # type: ignore[arg-type]
-    gate.hold(m2, [])  # type: ignore[arg-type]  # no outputs, but after m1
+    _hold(gate, m0, f0)
+    _hold(gate, m1, f1)
+    _hold(gate, m2, [])  # no outputs, but after m1
     for m in (m0, m1, m2):
         _stream_ack(m)
     f1[0].set_result(None)  # m1's output first: m0 still holds
@@ -64,8 +69,8 @@ async def test_partitions_are_independent() -> None:
     gate = AckGate(lambda: None, lambda exc: None)
     slow, fast = FakeMessage(0, 0, acked), FakeMessage(1, 0, acked)
     fs, ff = loop.create_future(), loop.create_future()
-    gate.hold(slow, [fs])  # type: ignore[arg-type]
-    gate.hold(fast, [ff])  # type: ignore[arg-type]
+    _hold(gate, slow, [fs])
+    _hold(gate, fast, [ff])
     _stream_ack(slow)
     _stream_ack(fast)
     ff.set_result(None)
@@ -77,7 +82,7 @@ async def test_nothing_in_flight_leaves_the_ack_to_the_stream() -> None:
     acked: list[tuple[int, int]] = []
     gate = AckGate(lambda: None, lambda exc: None)
     m = FakeMessage(0, 0, acked)
-    gate.hold(m, [])  # type: ignore[arg-type]
+    _hold(gate, m, [])
     assert m.refcount == 1 and gate.pending() == 0
     _stream_ack(m)
     assert acked == [(0, 0)]
@@ -90,8 +95,8 @@ async def test_a_failed_output_releases_nothing_after_it() -> None:
     gate = AckGate(lambda: None, failures.append)
     m0, m1 = FakeMessage(0, 0, acked), FakeMessage(0, 1, acked)
     f0, f1 = loop.create_future(), loop.create_future()
-    gate.hold(m0, [f0])  # type: ignore[arg-type]
-    gate.hold(m1, [f1])  # type: ignore[arg-type]
+    _hold(gate, m0, [f0])
+    _hold(gate, m1, [f1])
     _stream_ack(m0)
     _stream_ack(m1)
     f0.set_exception(RuntimeError("broker refused"))
@@ -105,11 +110,11 @@ async def test_revoked_partitions_are_forgotten() -> None:
     acked: list[tuple[int, int]] = []
     gate = AckGate(lambda: None, lambda exc: None)
     m = FakeMessage(3, 0, acked)
-    gate.hold(m, [loop.create_future()])  # type: ignore[arg-type]
+    _hold(gate, m, [loop.create_future()])
     gate.forget({3})
     assert gate.pending() == 0
     later = FakeMessage(3, 1, acked)
-    gate.hold(later, [])  # type: ignore[arg-type]
+    _hold(gate, later, [])
     _stream_ack(later)
     assert acked == [(3, 1)], "a new assignment is not blocked by the old queue"
 
