@@ -150,8 +150,8 @@ async def test_a_group_without_outputs_waits_for_the_groups_before_it() -> None:
     gate = AckGate(lambda: None, lambda exc: None)
     m0, m1 = FakeMessage(2, 0, acked), FakeMessage(2, 1, acked)
     fut = loop.create_future()
-    gate.hold_messages(2, [m0], [fut])  # type: ignore[list-item]
-    gate.hold_messages(2, [m1], [])  # type: ignore[list-item]  # all duplicates: no output
+    _hold(gate, m0, [fut])
+    _hold(gate, m1, [])  # all duplicates: no output
     _stream_ack(m0)
     _stream_ack(m1)
     assert acked == []
