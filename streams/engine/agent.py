@@ -7,9 +7,9 @@ then, per AOR the batch touched (D74):
 
 * writes the latest state to the table once (a new value, trap 1; its
   changelog record sent like any output, D73), in one RocksDB write batch per
-  partition; reads of the table run in the partition context of the AOR's
-  record (faust-streaming #497: inside a batch Faust's ``current_event`` is not
-  the record's);
+  partition; reads of the table name the AOR's partition too
+  (``BindingsTable.stored``: inside a batch Faust's ``current_event`` is not
+  the record's, faust-streaming #497);
 * publishes the latest public state to regstate.bindings once, when any of its
   records emitted binding events (or was a redelivered duplicate: republish, and
   its state to the changelog again, D114);
@@ -25,13 +25,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from faust.streams import _current_event  # the contextvar behind faust's current_event()
 from faust.types import StreamT
 from faust.types.tuples import Message
 
@@ -83,27 +81,6 @@ class _Touched:
         self.public: tuple[AorState, bytes] | None = None  # a state and its public JSON
 
 
-class _PartitionContext:
-    """What faust's table store reads from ``current_event()``: ``.message.partition``.
-
-    Inside a batch no Faust event is current for the record at hand (#497);
-    the agent sets one of these, for the record's partition, around each read
-    and write of the table.
-    """
-
-    __slots__ = ("__weakref__", "message")
-
-    def __init__(self, partition: int) -> None:
-        self.message = _PartitionOnly(partition)
-
-
-class _PartitionOnly:
-    __slots__ = ("partition",)
-
-    def __init__(self, partition: int) -> None:
-        self.partition = partition
-
-
 class FoldAgent:
     """The ``fold`` agent of one :class:`~streams.engine.worker.Engine` (concurrency 1)."""
 
@@ -115,7 +92,6 @@ class FoldAgent:
         self.cache: dict[bytes, AorState] = {}
         self._changelog = engine.table.changelog_topic_name
         self._partition_counts: dict[str, int] = {}
-        self._contexts: dict[int, _PartitionContext] = {}
 
     async def run(self, stream: StreamT[bytes]) -> None:
         """Fold every record of every owned partition, in order, a batch at a time."""
@@ -196,7 +172,6 @@ class FoldAgent:
         admission = engine.admission
         policy = engine.policy
         metrics = self.metrics
-        set_current = _current_event.set
         dead: list[asyncio.Future[Any]] = []  # dead letters, sent record by record
         touched: dict[bytes, _Touched] = {}
         for partition, records, ms_per_unit in groups:
@@ -222,8 +197,7 @@ class FoldAgent:
                     metrics.observe_skew(ev.node, ev.ts - record_ts)
                 t = touched.get(key)
                 if t is None:
-                    set_current(self._context(partition))  # the table reads this partition
-                    t = touched[key] = _Touched(partition, self.read(key))
+                    t = touched[key] = _Touched(partition, self.read(partition, key))
                 try:
                     folded = fold_event(t.state, ev, policy)
                     # Encoding sits inside the guard too: a value the codec cannot write
@@ -257,7 +231,6 @@ class FoldAgent:
                 t.ts = ev.ts
                 if folded.events:
                     t.events.extend(folded.events)
-        set_current(None)
         outputs = BatchOutputs(engine.producer(), self._sent)
         stores: dict[int, list[tuple[bytes, bytes]]] = {}
         for key, t in touched.items():
@@ -314,13 +287,6 @@ class FoldAgent:
                 outputs.add(events_topic, out, key, change)
             engine.planner.observe(partition, key, state)
 
-    def _context(self, partition: int) -> Any:
-        """A weak reference to the partition's context, as faust's contextvar holds."""
-        ctx = self._contexts.get(partition)
-        if ctx is None:
-            ctx = self._contexts[partition] = _PartitionContext(partition)
-        return weakref.ref(ctx)
-
     def _sent(self, topic: str, partition: int, fut: asyncio.Future[Any], count: int) -> None:
         if topic == self._changelog:
             self.engine.table.changelog_sent(partition, fut, count)
@@ -332,12 +298,12 @@ class FoldAgent:
             n = self._partition_counts[topic] = await self.engine.partition_count(topic)
         return cached_partition(key, n)
 
-    def read(self, key: bytes) -> AorState | None:
-        """The AOR's state: from the cache, else the table (current event's partition)."""
+    def read(self, partition: int, key: bytes) -> AorState | None:
+        """The AOR's state: from the cache, else the table (``partition``, the AOR's)."""
         state = self.cache.get(key)
         if state is not None:
             return state
-        raw = self.engine.table.get(key)
+        raw = self.engine.table.stored(partition, key)
         if raw is None:
             return None
         state = decode_state(raw)

@@ -345,20 +345,43 @@ class BindingsTable(faust.Table):  # type: ignore[type-arg]  # raw bytes keys an
     does, so a restart replays only the changelog's tail.
     """
 
+    def stored(self, partition: int, key: bytes) -> bytes | None:
+        """The local store's value of ``key``, one of ``partition``'s keys.
+
+        One get on the partition's RocksDB, not Faust's lookup: that takes the
+        partition from ``current_event()``, which inside a batch is not the
+        record's (faust-streaming #497), searches every partition's database when
+        no event is current, and remembers each key it finds in an index that
+        only grows.
+        """
+        db = self._partition_db(partition)
+        if db is None:
+            value: bytes | None = self.data.get(key)  # the memory store: no partitions
+            return value
+        return db.get(key)  # type: ignore[no-any-return]
+
     def store_many(self, partition: int, items: list[tuple[bytes, bytes]]) -> None:
         """Write ``items`` of ``partition`` to the local store only, in one RocksDB write
         batch (as Faust applies changelog records on recovery), not key by key through
         Faust's store (a context lookup and a key-index update per key)."""
-        data: Any = self.data
-        db_for_partition = getattr(data, "_db_for_partition", None)
-        if db_for_partition is None or not getattr(data, "use_rocksdict", False):
+        db = self._partition_db(partition)
+        if db is None:
             for key, value in items:  # the memory store: no partitions
-                data[key] = value
+                self.data[key] = value
             return
         batch = rocksdict.WriteBatch(raw_mode=True)  # Faust opens its stores in raw mode
         for key, value in items:
             batch.put(key, value)
-        db_for_partition(partition).write(batch)
+        db.write(batch)
+
+    def _partition_db(self, partition: int) -> Any | None:
+        """``partition``'s RocksDB (opened on first use, as Faust does), or None for the
+        memory store."""
+        data: Any = self.data
+        db_for_partition = getattr(data, "_db_for_partition", None)
+        if db_for_partition is None or not getattr(data, "use_rocksdict", False):
+            return None
+        return db_for_partition(partition)
 
     def changelog_sent(self, partition: int, fut: asyncio.Future[Any], count: int) -> None:
         """A batch of ``count`` changelog records of ``partition`` was handed to the producer."""

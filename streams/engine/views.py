@@ -95,7 +95,7 @@ async def aor_view(engine: Engine, view: View, request: Request, aor: str) -> Re
         return await _forward(engine, view, owner, canonical)
     if partition not in engine.owned:
         return view.json({"error": "recovering", "partition": partition}, status=503)
-    raw = engine.table.get(key)
+    raw = engine.table.stored(partition, key)
     state = None if raw is None else decode_state(raw)
     active = None if state is None else state.only_active(engine.now_ms())
     if active is None or not active.contacts:

@@ -302,7 +302,7 @@ class Engine:
         state = self.agent.cache.get(key)
         if state is not None:
             return state
-        raw = self.table.get(key)
+        raw = self.table.stored(partition, key)
         return None if raw is None else decode_state(raw)
 
     def _expire_sent(self, fut: asyncio.Future[Any]) -> None:

@@ -81,8 +81,8 @@ def test_bindings_topic_equals_replay_of_the_log(kafka_bootstrap: str, tmp_path:
         want_events = expected_binding_events(from_log)
         assert got_events == want_events, "\n".join(diff_views(got_events, want_events, 2))
 
-        # Batches write each AOR once with its own record's partition context
-        # (faust-streaming #497): every changelog record sits in its key's
+        # Batches write each AOR once to its own record's partition (D74,
+        # faust-streaming #497): every changelog record sits in its key's
         # partition, and the last one per AOR is the replay's internal state.
         changelog = asyncio.run(read_topic(kafka_bootstrap, f"{prefix}engine-bindings-changelog"))
         misplaced = [
