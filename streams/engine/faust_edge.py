@@ -188,24 +188,31 @@ class EngineConsumer(AIOKafkaConsumerDriver):
                 return None
         first = records[0].offset
         contiguous = records[-1].offset - first == len(records) - 1
-        gapless = contiguous and (not last or first - last <= 1)
-        if not gapless and self.app.topics.acks_enabled_for(tp.topic):
-            for r in records:  # gaps (compaction, transaction markers), as Faust adds them
-                if last and r.offset - last > 1:
-                    # The source topic is neither compacted nor transactional: a gap
-                    # here means records fetched before a seek (D115). Said, because
-                    # the commit treats the gap's offsets as done.
-                    self.log.warning(
-                        "%s: offsets %d-%d missing from a fetch, noted as a gap (seen "
-                        "right after a restart's seek; elsewhere, report it: D115)",
-                        tp,
-                        last + 1,
-                        r.offset - 1,
-                    )
-                    await self._add_gap(tp, last + 1, r.offset)
+        if not (contiguous and (not last or first - last <= 1)):
+            for r in records:
+                await self._note_gap(tp, last, r.offset, source=True)
                 last = r.offset
         read_offset[tp] = records[-1].offset
         return Fetched(tp, records, generation)
+
+    async def _note_gap(self, tp: TP, last: int | None, offset: int, *, source: bool) -> None:
+        """Faust's gap rule, for a record at ``offset`` read right after ``last``: offsets
+        missing between them (compaction, transaction markers) are noted as done, so
+        the commit can pass them."""
+        if not (last and offset - last > 1 and self.app.topics.acks_enabled_for(tp.topic)):
+            return
+        if source:
+            # The source topic is neither compacted nor transactional: a gap here
+            # means records fetched before a seek (D115). Said, because the commit
+            # treats the gap's offsets as done.
+            self.log.warning(
+                "%s: offsets %d-%d missing from a fetch, noted as a gap (seen "
+                "right after a restart's seek; elsewhere, report it: D115)",
+                tp,
+                last + 1,
+                offset - 1,
+            )
+        await self._add_gap(tp, last + 1, offset)
 
     async def _commit_if_due(self) -> None:
         """Commit once ``broker_commit_every`` records were acked since the last time, as
@@ -239,7 +246,6 @@ class EngineConsumer(AIOKafkaConsumerDriver):
         consumer_stopped = self._stopped.is_set
         fetcher_stopped = fetcher._stopped.is_set
         read_offset = self._read_offset
-        acks_enabled_for = app.topics.acks_enabled_for
         cannot_block = self._handoff_cannot_block
         since_yield = 0
         try:
@@ -279,8 +285,7 @@ class EngineConsumer(AIOKafkaConsumerDriver):
                     last = read_offset[tp]
                     if last is not None and offset < last:
                         continue  # seen before (a seek back): Faust drops it too
-                    if last and offset - last > 1 and acks_enabled_for(record.topic):
-                        await self._add_gap(tp, last + 1, offset)
+                    await self._note_gap(tp, last, offset, source=False)
                     await self._commit_if_due()
                     message = self._to_message(tp, record)
                     if cannot_block(message.topic):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from aiokafka.structs import ConsumerRecord  # type: ignore[import-untyped]
 from faust.types import TP
 
@@ -25,12 +26,19 @@ def _consumer(tmp_path: Path) -> EngineConsumer:
     return consumer
 
 
-def _chunk(tp: TP, first: int, last: int) -> Fetched:
-    records = [
-        ConsumerRecord(tp.topic, tp.partition, o, 0, 0, b"k", b"v", None, 1, 1, ())
-        for o in range(first, last + 1)
+def _records(tp: TP, offsets: list[int]) -> list[ConsumerRecord]:
+    return [
+        ConsumerRecord(tp.topic, tp.partition, o, 0, 0, b"k", b"v", None, 1, 1, ()) for o in offsets
     ]
-    return Fetched(tp, records, generation=1)
+
+
+def _chunk(tp: TP, first: int, last: int) -> Fetched:
+    return Fetched(tp, _records(tp, list(range(first, last + 1))), generation=1)
+
+
+def _gaps(consumer: EngineConsumer, tp: TP) -> list[tuple[int, int]]:
+    """The partition's noted gaps as Faust keeps them: intervals, end excluded."""
+    return sorted((i.begin, i.end) for i in consumer._gap[tp])
 
 
 def _ack(consumer: EngineConsumer, chunk: Fetched) -> None:
@@ -55,3 +63,40 @@ def test_acked_offsets_sort_without_repeats() -> None:
     offsets = AckedOffsets([7, 5, 6, 5, 7, 9])
     offsets.sort()
     assert offsets == [5, 6, 7, 9]
+
+
+async def test_a_gap_in_a_source_fetch_is_noted_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Offsets 103-109 missing from a fetch of the source topic: noted as Faust notes a
+    gap (so the commit can pass it), and warned about (D115); a contiguous fetch
+    after it notes nothing."""
+    consumer = _consumer(tmp_path)
+    tp = TP("acks.registrations", 0)
+    consumer.app.topics._acking_topics.add(tp.topic)  # type: ignore[attr-defined]
+    consumer._read_offset[tp] = 99
+    chunk = await consumer._take_fetched(tp, _records(tp, [100, 101, 102, 110, 111]), 1)
+    assert chunk is not None and [r.offset for r in chunk.records] == [100, 101, 102, 110, 111]
+    assert _gaps(consumer, tp) == [(103, 111)]  # Faust's rule: up to the record after it
+    assert "offsets 103-109 missing from a fetch" in caplog.text
+    assert consumer._read_offset[tp] == 111
+
+    caplog.clear()
+    await consumer._take_fetched(tp, _records(tp, [112, 113]), 1)
+    assert _gaps(consumer, tp) == [(103, 111)]
+    assert "missing from a fetch" not in caplog.text
+
+
+async def test_gaps_of_other_topics_are_noted_quietly_and_only_where_acked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    consumer = _consumer(tmp_path)
+    acked, unacked = TP("acks.other", 0), TP("acks.unacked", 0)
+    consumer.app.topics._acking_topics.add(acked.topic)  # type: ignore[attr-defined]
+    await consumer._note_gap(acked, 5, 9, source=False)
+    await consumer._note_gap(acked, 9, 10, source=False)  # contiguous: no gap
+    await consumer._note_gap(acked, None, 20, source=False)  # nothing read before
+    await consumer._note_gap(unacked, 5, 9, source=False)
+    assert _gaps(consumer, acked) == [(6, 10)]
+    assert _gaps(consumer, unacked) == []
+    assert "missing from a fetch" not in caplog.text
