@@ -355,9 +355,8 @@ class BindingsTable(faust.Table):  # type: ignore[type-arg]  # raw bytes keys an
 
         One get on the partition's RocksDB, not Faust's lookup: that takes the
         partition from ``current_event()``, which inside a batch is not the
-        record's (faust-streaming #497), searches every partition's database when
-        no event is current, and remembers each key it finds in an index that
-        only grows.
+        record's (faust-streaming #497), and searches every partition's database
+        when no event is current.
         """
         db = self._partition_db(partition)
         if db is None:
