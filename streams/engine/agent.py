@@ -298,8 +298,12 @@ class FoldAgent:
             n = self._partition_counts[topic] = await self.engine.partition_count(topic)
         return cached_partition(key, n)
 
-    def read(self, partition: int, key: bytes) -> AorState | None:
-        """The AOR's state: from the cache, else the table (``partition``, the AOR's)."""
+    def read(self, partition: int, key: bytes, *, remember: bool = True) -> AorState | None:
+        """The AOR's state: from the cache, else the table (``partition``, the AOR's).
+
+        ``remember``: cache a state read from the table. The sweep reads without it,
+        so its cold AORs do not push the fold's hot ones out of the cache.
+        """
         state = self.cache.get(key)
         if state is not None:
             return state
@@ -307,7 +311,8 @@ class FoldAgent:
         if raw is None:
             return None
         state = decode_state(raw)
-        self.remember(key, state)
+        if remember:
+            self.remember(key, state)
         return state
 
     def remember(self, key: bytes, state: AorState) -> None:

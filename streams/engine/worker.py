@@ -47,7 +47,7 @@ import orjson
 from faust.types import TP
 
 from processors.expiry import SeqSource, SweepPlanner, sweeper_node
-from schemas import AorState, decode_state, encode_event
+from schemas import AorState, encode_event
 from streams.clock import Clock, now_ms, now_us
 from streams.engine.ackgate import AckGate
 from streams.engine.agent import FoldAgent
@@ -299,11 +299,7 @@ class Engine:
     def _read_for_sweep(self, partition: int, key: bytes) -> AorState | None:
         if partition not in self.owned:
             return None
-        state = self.agent.cache.get(key)
-        if state is not None:
-            return state
-        raw = self.table.stored(partition, key)
-        return None if raw is None else decode_state(raw)
+        return self.agent.read(partition, key, remember=False)
 
     def _expire_sent(self, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled() or fut.exception() is not None:

@@ -1,4 +1,5 @@
-"""BindingsTable's own reads and writes of its local store, per partition (no broker)."""
+"""BindingsTable's own reads and writes of its local store, per partition, and the
+readers on top of it (no broker)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from types import SimpleNamespace
 import pytest
 from faust.types import TP
 
+from schemas import encode_state
 from streams.engine.faust_edge import BindingsTable
 from streams.engine.worker import Engine
 from streams.settings import Settings
+from tests.unit.builders import AOR, Log, fold_all
 
 
-def _table(tmp_path: Path, store: str) -> BindingsTable:
+def _engine(tmp_path: Path, store: str = "rocksdb") -> Engine:
     settings = Settings.from_env(
         {
             "REGSTATE_DATA_DIR": str(tmp_path),
@@ -22,7 +25,11 @@ def _table(tmp_path: Path, store: str) -> BindingsTable:
             "REGSTATE_STORE": store,
         }
     )
-    return Engine(settings).table
+    return Engine(settings)
+
+
+def _table(tmp_path: Path, store: str) -> BindingsTable:
+    return _engine(tmp_path, store).table
 
 
 def _changelog_record(topic: str, partition: int, offset: int, key: bytes, value: bytes) -> object:
@@ -64,3 +71,23 @@ def test_what_store_many_writes_faust_reads_too(tmp_path: Path, store: str) -> N
     assert table.stored(0, b"sip:3001@a") == b"state"
     assert table.get(b"sip:3001@a") == b"state"
     assert table.get(b"sip:3002@a") is None
+
+
+def test_the_agent_caches_what_it_reads_and_the_sweep_does_not(tmp_path: Path) -> None:
+    """The fold's reads keep a state read from the table in the agent's cache; the
+    sweep's (``remember=False``) read the same state and leave the cache alone."""
+    engine = _engine(tmp_path)
+    state, _ = fold_all([Log().register("sip:1001@192.0.2.10")])
+    key = AOR.encode()
+    engine.table.store_many(2, [(key, encode_state(state, internal=True))])
+    agent = engine.agent
+
+    assert agent.read(2, key, remember=False) == state
+    assert key not in agent.cache
+    assert engine._read_for_sweep(2, key) is None  # partition 2 is not owned yet
+    engine.owned.add(2)
+    assert engine._read_for_sweep(2, key) == state
+    assert key not in agent.cache
+
+    assert agent.read(2, key) == state
+    assert agent.cache[key] == state
