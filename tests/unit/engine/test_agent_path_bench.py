@@ -1,0 +1,46 @@
+"""bench/agent_path_bench.py drives the real agent: what it folds is what the fold gives.
+
+The bench times the agent's batch path without a broker; this checks that the
+path it times is the whole one: every AOR's table value and last public state
+equal a plain fold of the same log, and every output reached the producer.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import orjson
+
+from bench.agent_path_bench import Record, agent_round, chunks
+from bench.engine_bench import bench_events
+from processors.fold import fold_event
+from schemas import AorState, encode_state
+from streams.settings import Settings
+
+
+def test_agent_path_folds_the_log_as_the_fold_does(tmp_path: object) -> None:
+    args = argparse.Namespace(
+        events=600, aors=40, partitions=4, seed=3, batch=97, data_dir=str(tmp_path)
+    )
+    events = bench_events(args, args.events)
+    batches = chunks(args, events, "regstate.registrations")
+    assert sum(len(r) for b in batches for _, r in b) == len(events)
+    assert all(isinstance(r, Record) for b in batches for _, rs in b for r in rs)
+
+    cpu, engine = agent_round(args, batches)
+    assert cpu > 0
+
+    policy = Settings().fold_policy()
+    expected: dict[str, AorState] = {}
+    changes = 0
+    for e in events:
+        folded = fold_event(expected.get(e.aor), e, policy)
+        expected[e.aor] = folded.state
+        changes += len(folded.events)
+    for aor, state in expected.items():
+        stored = engine.table.stored(0, aor.encode())  # the memory store: one dict
+        assert stored is not None, aor
+        assert orjson.loads(stored) == orjson.loads(encode_state(state, internal=True))
+    assert sum(engine.metrics.binding_events.values()) == changes > 0
+    # Each binding event, plus a changelog record per AOR and batch that changed it.
+    assert engine.producer().records >= changes + len(expected)
