@@ -89,12 +89,17 @@ def decoded(value: bytes) -> RegistrationEvent:
     return event
 
 
+def bare_records(events: list[RegistrationEvent]) -> list[tuple[bytes, bytes]]:
+    """The log's records, (key, value), as bare decode+fold reads them."""
+    return [(e.aor.encode(), encode_event(e)) for e in events]
+
+
 def bare_fold(events: list[RegistrationEvent]) -> tuple[float, float]:
     """decode + fold of every record, in memory, one core: (wall, CPU) seconds per event."""
     from processors.fold import fold_event
 
     policy = Settings().fold_policy()
-    records = [(e.aor.encode(), encode_event(e)) for e in events]
+    records = bare_records(events)
     states: dict[bytes, Any] = {}
     started, cpu = time.perf_counter(), time.process_time()
     for key, value in records:

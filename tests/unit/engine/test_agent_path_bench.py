@@ -8,14 +8,19 @@ equal a plain fold of the same log, and every output reached the producer.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+from pathlib import Path
 
 import orjson
 
-from bench.agent_path_bench import Record, agent_round, chunks
+from bench.agent_path_bench import PARTS, Record, agent_round, chunks
 from bench.engine_bench import bench_events
 from processors.fold import fold_event
 from schemas import AorState, encode_state
 from streams.settings import Settings
+
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "agent_path_bench.py"
 
 
 def test_agent_path_folds_the_log_as_the_fold_does(tmp_path: object) -> None:
@@ -44,3 +49,12 @@ def test_agent_path_folds_the_log_as_the_fold_does(tmp_path: object) -> None:
     assert sum(engine.metrics.binding_events.values()) == changes > 0
     # Each binding event, plus a changelog record per AOR and batch that changed it.
     assert engine.producer().records >= changes + len(expected)
+
+
+def test_every_part_the_bench_can_leave_out_exists() -> None:
+    """--without replaces named functions; each must still exist under its name, or the
+    bench would measure the part it claims to leave out. Run in a child: it patches."""
+    parts = [f"--without={part}" for part in PARTS]
+    cmd = [sys.executable, str(BENCH), "--only=agent", "--events=300", "--aors=30", *parts]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
