@@ -270,11 +270,8 @@ def count_instructions(args: argparse.Namespace) -> int:
         f"{agent / 1e3:.1f}k; RATIO {bare / agent:.0%}"
     )
     for part in PARTS:
-        saved = per_event("agent", (part,)) - setup
-        print(
-            f"  {part}: {(agent - saved) / 1e3:.1f}k per event ({(agent - saved) / agent:.1%} "
-            f"of the agent path)"
-        )
+        cost = agent - (per_event("agent", (part,)) - setup)
+        print(f"  {part}: {cost / 1e3:.1f}k per event ({cost / agent:.1%} of the agent path)")
     return 0
 
 
@@ -287,20 +284,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--instructions", action="store_true", help="count instructions")
-    parser.add_argument(
-        "--only", choices=("setup", "records", "bare", "agent"), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--only", choices=RUNS, help=argparse.SUPPRESS)
     parser.add_argument("--without", action="append", default=[], choices=sorted(PARTS))
     args = parser.parse_args(argv)
     if args.instructions:
         return count_instructions(args)
-    if args.only:
-        with tempfile.TemporaryDirectory(prefix="regstate-agent-path-") as tmp:
-            args.data_dir = tmp
-            run_only(args)
-        return 0
     with tempfile.TemporaryDirectory(prefix="regstate-agent-path-") as tmp:
         args.data_dir = tmp
+        if args.only:
+            run_only(args)
+            return 0
         events = bench_events(args, args.events)
         batches = chunks(args, events, "regstate.registrations")
         tune_gc(100_000)  # the worker's collector setting (D108)
