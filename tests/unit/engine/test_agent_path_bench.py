@@ -1,8 +1,9 @@
 """bench/agent_path_bench.py drives the real agent: what it folds is what the fold gives.
 
 The bench times the agent's batch path without a broker; this checks that the
-path it times is the whole one: every AOR's table value and last public state
-equal a plain fold of the same log, and every output reached the producer.
+path it times is the whole one: every AOR's table value equals a plain fold of
+the same log, the binding events counted are the fold's, and the producer got at
+least those events and a changelog record per AOR.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from streams.settings import Settings
 BENCH = Path(__file__).resolve().parents[3] / "bench" / "agent_path_bench.py"
 
 
-def test_agent_path_folds_the_log_as_the_fold_does(tmp_path: object) -> None:
+def test_agent_path_folds_the_log_as_the_fold_does(tmp_path: Path) -> None:
     args = argparse.Namespace(
         events=600, aors=40, partitions=4, seed=3, batch=97, data_dir=str(tmp_path)
     )
