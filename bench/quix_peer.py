@@ -38,6 +38,14 @@ pipeline
     second after the outputs before them were acknowledged. What the fold costs
     over this client, and so the most a worker built on it could reach
     (``--no-pipeline`` skips it).
+faust (one line per ``--faust TRANSPORT``)
+    A Faust app with one agent that takes every record and does nothing with it
+    (``stream.events()``, no table, Faust's own settings) on the given transport
+    (``aiokafka``, ``confluent``), in its own process; from its first record to
+    its last (nothing sent, nothing committed). The most a Faust worker on that
+    transport could consume here. A transport that takes no record within
+    ``--faust-timeout`` seconds is reported as such (faust-streaming 0.15.3's
+    ``confluent`` driver never gets an assignment, D121).
 
 Prints ``RESULT`` lines and the ratios worker/quix, worker/bare and
 worker/pipeline. All share
@@ -48,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import subprocess
@@ -130,7 +139,7 @@ def parse_worker(spec: str) -> tuple[str, dict[str, str], int | None]:
     return label or "regstate", env, processes
 
 
-# --------------------------------------------------------------------------- the Quix peer
+# --------------------------------------------------------------------------- the peers
 
 
 def quix_child(args: argparse.Namespace) -> int:
@@ -287,21 +296,67 @@ def pipeline_child(args: argparse.Namespace) -> int:
     return 0
 
 
+def faust_child(args: argparse.Namespace) -> int:
+    """Run an empty Faust agent on ``--transport`` until it has taken ``--events`` records;
+    print its timing as JSON and leave at once (it commits nothing worth waiting for)."""
+    import faust
+    from faust.worker import Worker
+
+    app = faust.App(
+        args.group,
+        broker=f"{args.transport}://{args.bootstrap}",
+        store="memory://",
+        datadir=args.state_dir,
+        web_enabled=False,
+        topic_disable_leader=True,
+    )
+    source = app.topic(args.source, key_serializer="raw", value_serializer="raw")
+    total = args.events
+
+    @app.agent(source)
+    async def take(stream: Any) -> None:
+        seen = 0
+        first = (0.0, 0.0)
+        async for _ in stream.events():
+            if not seen:
+                first = (time.monotonic(), time.process_time())
+            seen += 1
+            if seen >= total:
+                timing = {
+                    "records": seen,
+                    "seconds": time.monotonic() - first[0],
+                    "cpu": time.process_time() - first[1],
+                }
+                # Faust's worker redirects sys.stdout to its log, and its spinner leaves
+                # escape codes on the line: the timing goes on a line of its own.
+                os.write(1, ("\n" + json.dumps(timing) + "\n").encode())
+                os._exit(0)
+
+    Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    return 1  # the agent leaves the process; a worker that returns never took them all
+
+
 def child_rate(
-    args: argparse.Namespace, work: Path, events: list[RegistrationEvent], peer: str
+    args: argparse.Namespace,
+    work: Path,
+    events: list[RegistrationEvent],
+    peer: str,
+    transport: str = "",
 ) -> float:
-    """Publish the log under a prefix of its own, run ``peer`` (quix, pipeline) on it in a
-    child process; print and return its rate."""
+    """Publish the log under a prefix of its own, run ``peer`` (quix, pipeline, faust) on
+    it in a child process; print and return its rate (0 when the child took nothing
+    within ``--faust-timeout``)."""
+    label = f"{peer}-{transport}" if transport else peer
     prefix = f"bench-{peer}-{uuid.uuid4().hex[:8]}."
     CREATED_PREFIXES.append(prefix)
-    settings = Settings.from_env(worker_env(args, prefix, work / peer, peer[0]))
+    settings = Settings.from_env(worker_env(args, prefix, work / label, peer[0]))
     ensure(settings)
     if peer == "pipeline":
         ensure_scratch(
             settings, [f"{prefix}pipeline-state"], args.partitions, {"cleanup.policy": "compact"}
         )
     rate = publish(settings, events)
-    print(f"{peer}: published {len(events)} events at {rate:.0f}/s", flush=True)
+    print(f"{label}: published {len(events)} events at {rate:.0f}/s", flush=True)
     cmd = [
         sys.executable,
         __file__,
@@ -319,20 +374,36 @@ def child_rate(
         "--group",
         f"{prefix}{peer}",
         "--state-dir",
-        str(work / f"{peer}-state"),
+        str(work / f"{label}-state"),
+        *(["--transport", transport] if transport else []),
     ]
-    with (work / f"{peer}.log").open("wb") as log:
-        out = subprocess.run(
-            cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT, env=os.environ, timeout=3600
-        )
+    log_path = work / f"{label}.log"
+    # Only the empty agent may be waiting on a transport that never delivers.
+    timeout = args.faust_timeout if peer == "faust" else 3600
+    with log_path.open("wb") as log:
+        try:
+            out = subprocess.run(
+                cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT, env=os.environ, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            print(
+                f"RESULT {label}: took no record within {timeout:g} s; see {log_path}",
+                flush=True,
+            )
+            return 0.0
     if out.returncode != 0:
-        raise SystemExit(f"bench: {peer} failed ({out.returncode}); see {work / f'{peer}.log'}")
+        raise SystemExit(f"bench: {label} failed ({out.returncode}); see {log_path}")
     timing = json.loads(out.stdout.decode().strip().splitlines()[-1])
     eps = len(events) / float(timing["seconds"])
+    done = (
+        "taken (nothing sent or committed)"
+        if peer == "faust"
+        else "folded, outputs acknowledged and committed"
+    )
     print(
-        f"RESULT {peer}: {timing['records']} records folded, outputs acknowledged and "
-        f"committed in {timing['seconds']:.2f} s: {eps:.0f} events/s, "
-        f"CPU {timing['cpu'] / len(events) * 1e6:.0f} µs/event (all its threads)",
+        f"RESULT {label}: {timing['records']} records {done} in {timing['seconds']:.2f} s: "
+        f"{eps:.0f} events/s, CPU {timing['cpu'] / len(events) * 1e6:.0f} µs/event "
+        "(all its threads)",
         flush=True,
     )
     return eps
@@ -348,10 +419,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", action="append", default=[], help="LABEL:ENV=V,...")
     parser.add_argument("--no-quix", action="store_true", help="no Quix Streams app")
     parser.add_argument("--no-pipeline", action="store_true", help="no client floor (pipeline)")
+    parser.add_argument(
+        "--faust",
+        action="append",
+        default=[],
+        choices=("aiokafka", "confluent"),
+        help="an empty Faust agent on this transport (repeatable)",
+    )
+    parser.add_argument(
+        "--faust-timeout", type=float, default=90.0, help="seconds an empty agent may take"
+    )
+    parser.add_argument("--no-worker", action="store_true", help="no regstate worker")
     parser.add_argument("--data-dir", default="", help="work dir (default: a temp dir)")
     parser.add_argument("--profile", default="")
     parser.add_argument("--quix-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pipeline-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--faust-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--transport", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--out-prefix", help=argparse.SUPPRESS)
     parser.add_argument("--group", help=argparse.SUPPRESS)
@@ -361,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         return quix_child(args)
     if args.pipeline_child:
         return pipeline_child(args)
+    if args.faust_child:
+        return faust_child(args)
+    if "confluent" in args.faust and importlib.util.find_spec("confluent_kafka") is None:
+        parser.error("--faust confluent needs confluent-kafka: .venv/bin/pip install -e '.[bench]'")
     work = Path(args.data_dir or f"/tmp/regstate-quix-{uuid.uuid4().hex[:8]}")  # noqa: S108
     work.mkdir(parents=True, exist_ok=True)
     print(f"bench: work dir {work} (logs there)", flush=True)
@@ -370,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RESULT bare decode+fold: {bare:.0f} events/s (in process, one core)", flush=True)
     rates: dict[str, float] = {}
     try:
-        for spec in args.worker or DEFAULT_WORKERS:
+        for spec in [] if args.no_worker else args.worker or DEFAULT_WORKERS:
             label, env, processes = parse_worker(spec)
             # With PROCESSES the workers share the partitions before the log is published
             # (else the first to be ready folds most of a backlog alone).
@@ -381,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
             rates[label] = eps
         quix = 0.0 if args.no_quix else child_rate(args, work, events, "quix")
         pipeline = 0.0 if args.no_pipeline else child_rate(args, work, events, "pipeline")
+        for transport in args.faust:
+            child_rate(args, work, events, "faust", transport)
     finally:
         drop_topics(args.bootstrap, CREATED_PREFIXES)
     again = bare_rate(events)
