@@ -48,8 +48,9 @@ class Settings:
     worker_id: str = "w1"
     """Stable id of this worker; names the sweeper's node (``engine:<worker_id>``)."""
     data_dir: str = field(default_factory=_default_data_dir)
-    """Where table stores, the front-end's user and nonce files and the dialer view's
-    SQLite file live; default ``$XDG_DATA_HOME/regstate`` (``~/.local/share/regstate``)."""
+    """Where table stores (a worker's under ``engine/<prefix>engine/<worker_id>``, one per
+    topic prefix), the front-end's user and nonce files and the dialer view's SQLite
+    file live; default ``$XDG_DATA_HOME/regstate`` (``~/.local/share/regstate``)."""
     max_contacts: int = 10
     """Fold: most bindings one AOR may hold (the front-end answers by the same cap)."""
     max_contacts_policy: str = "reject"
@@ -399,6 +400,21 @@ class Settings:
     def topic(self, name: str) -> str:
         """Full name of a public topic, e.g. ``topic('registrations')``."""
         return f"{self.topic_prefix}{name}"
+
+    def engine_group(self) -> str:
+        """The workers' Faust app id: their consumer group and their topics' prefix."""
+        return f"{self.topic_prefix}engine"
+
+    def engine_dir(self) -> Path:
+        """This worker's local table: one directory per log it copies (D123).
+
+        The table is a copy of one changelog, resumed from the offsets Faust keeps
+        beside it. Shared by two topic prefixes, a worker would resume the other
+        log's copy from the other log's offsets: that log's AORs would stay in the
+        table (phantom bindings, which the sweeper would expire into this log) and
+        this log's first records would never be applied.
+        """
+        return Path(self.data_dir) / "engine" / self.engine_group() / self.worker_id
 
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     registrations = settings.topic("registrations")
     bindings = settings.topic("bindings")
-    group = args.group or f"{settings.topic_prefix}engine"
+    group = args.group or settings.engine_group()
     at_ms = args.at if args.at is not None else now_ms()
     progress = not args.no_progress and sys.stderr.isatty()
     run_ = ReplayRun(policy=settings.fold_policy())

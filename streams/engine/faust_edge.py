@@ -19,6 +19,7 @@ reason (D70-D75, D107, D110 and D115 in docs/decisions.md):
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +40,8 @@ from streams.log.kafka_config import faust_broker_options
 from streams.log.topics import REGISTRATIONS
 from streams.settings import Settings
 from streams.webserver import scheme, tls_context
+
+log = logging.getLogger(__name__)
 
 YIELD_EVERY = 500
 """Records handed to streams between two forced event-loop turns of the drain loop."""
@@ -416,10 +419,20 @@ def rocksdb_options(settings: Settings) -> dict[str, int]:
 
 def build_app(settings: Settings) -> EngineApp:
     """The Faust app with every setting regstate depends on spelled out."""
-    datadir = Path(settings.data_dir) / "engine" / settings.worker_id
+    datadir = settings.engine_dir()
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    unused = Path(settings.data_dir) / "engine" / settings.worker_id / "v1"
+    if unused.is_dir():
+        log.warning(
+            "engine: %s holds a table stored before tables were kept per topic prefix "
+            "(D123); it is not read: this worker rebuilds its table from the changelog "
+            "under %s. Delete %s once this worker is ready.",
+            unused.parent,
+            datadir,
+            unused.parent,
+        )
     app = EngineApp(
-        f"{settings.topic_prefix}engine",
+        settings.engine_group(),
         # Bootstrap servers and SASL/TLS credentials: the one Kafka client setup.
         **faust_broker_options(settings),
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",

@@ -84,7 +84,7 @@ def test_a_state_the_table_holds_ahead_of_its_changelog_reaches_the_changelog(
     assert worker.exit_codes == [0], worker.log_tail()
 
     # What the crashed batch left: the event folded into the local table only.
-    path = tmp_path / "engine" / "cw" / "v1" / "tables" / f"bindings-{partition}.db"
+    path = settings.engine_dir() / "v1" / "tables" / f"bindings-{partition}.db"
     db = rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True))
     try:
         raw = db.get(key)

@@ -159,3 +159,23 @@ def test_the_worker_collects_young_objects_less_often_and_freezes_its_start_up()
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_the_table_lives_under_its_topic_prefix(tmp_path: Path) -> None:
+    conf = _engine(tmp_path, worker_id="w7").app.conf
+    assert Path(conf.datadir) == tmp_path / "engine" / "cfg.engine" / "w7"
+    assert conf.id == "cfg.engine"
+
+
+def test_a_table_of_the_old_layout_is_named_for_deletion(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "engine" / "w7" / "v1" / "tables").mkdir(parents=True)
+    with caplog.at_level("WARNING", logger="streams.engine.faust_edge"):
+        _engine(tmp_path, worker_id="w7")
+    [message] = [r.getMessage() for r in caplog.records if "D123" in r.getMessage()]
+    assert f"Delete {tmp_path / 'engine' / 'w7'} once" in message
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="streams.engine.faust_edge"):
+        _engine(tmp_path / "fresh", worker_id="w7")
+    assert not [r for r in caplog.records if "D123" in r.getMessage()]
