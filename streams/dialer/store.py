@@ -273,6 +273,11 @@ class BindingStore(Protocol):
         """Apply ``records`` in order and store ``next_offsets``, all in one transaction."""
         ...
 
+    def keep_only(self, topic: str, ends: Mapping[int, int]) -> str | None:
+        """Drop the copy unless it is of ``topic`` as it is now (``ends``: each partition's
+        end offset); why it was dropped, or None."""
+        ...
+
     def lookup_aor(self, aor: str, now_ms: int | None = None) -> list[BindingRow]:
         """Active contacts of ``aor`` at ``now_ms`` (default: the store's clock)."""
         ...
@@ -490,6 +495,48 @@ class SqlStore:
             (topic,),
         )
         return {int(p): int(o) for p, o in rows}
+
+    def keep_only(self, topic: str, ends: Mapping[int, int]) -> str | None:
+        """Drop the copy unless it is of ``topic`` as it is now; why it was dropped, or None.
+
+        The store holds a copy of one log: its rows and the offsets they were read to.
+        Offsets of another topic (the view's topic prefix changed) or beyond a
+        partition's end (the topic was deleted and created again) mean the rows are
+        another log's. Resuming would keep them: phantom contacts for every dialer
+        and proxy that reads the store. So the rows, the extra tables' rows made from
+        them and the offsets go in one transaction, and the view reads ``topic`` from
+        its start (D123).
+        """
+        stored = self._fetch(
+            self.dialect.sql("SELECT topic, `partition`, next_offset FROM regstate_offsets")
+        )
+        others = sorted({str(t) for t, _, _ in stored if t != topic})
+        beyond = sorted(int(p) for t, p, o in stored if t == topic and int(o) > ends.get(int(p), 0))
+        if others:
+            reason = f"the store holds a copy of {', '.join(others)}, not of {topic}"
+        elif beyond:
+            reason = (
+                f"the store has read {topic} beyond the end of partition "
+                f"{', '.join(map(str, beyond))} (the topic was created again)"
+            )
+        else:
+            return None
+        cur = self._begin()
+        try:
+            if self.tables.any:
+                aors = [
+                    a for (a,) in self._fetch_in(cur, "SELECT DISTINCT aor FROM regstate_bindings")
+                ]
+                for i in range(0, len(aors), _IN_CHUNK):
+                    chunk = aors[i : i + _IN_CHUNK]
+                    self._delete_extra_rows(cur, chunk, ", ".join([self.dialect.mark] * len(chunk)))
+            for table in ("regstate_bindings", "regstate_aors", "regstate_offsets"):
+                cur.execute(f"DELETE FROM {table}")  # noqa: S608
+            self._commit(cur)
+        except BaseException:
+            self._rollback(cur)
+            raise
+        return reason
 
     def apply_batch(
         self, records: Sequence[StoreRecord], next_offsets: Mapping[tuple[str, int], int]

@@ -259,14 +259,20 @@ class DialerViewService:
         bar: tqdm[Any] | None = None
         try:
             tps = await partitions_of(consumer, self.topic, 60.0)
-            stored = await self._in_writer(lambda: writer.offsets(self.topic))
             consumer.assign(tps)
+            end = await consumer.end_offsets(tps)
+            ends = {tp.partition: end[tp] for tp in tps}
+            dropped = await self._in_writer(lambda: writer.keep_only(self.topic, ends))
+            if dropped is not None:
+                log.warning(
+                    "dialer view: %s; dropped it, reading %s from the start", dropped, self.topic
+                )
+            stored = await self._in_writer(lambda: writer.offsets(self.topic))
             for tp in tps:
                 if tp.partition in stored:
                     consumer.seek(tp, stored[tp.partition])
                 else:
                     await consumer.seek_to_beginning(tp)
-            end = await consumer.end_offsets(tps)
             next_off = {tp: stored.get(tp.partition, 0) for tp in tps}
             self.metrics.resumed_from = {tp.partition: next_off[tp] for tp in tps}
             self.metrics.bootstrap_target = {tp.partition: end[tp] for tp in tps}

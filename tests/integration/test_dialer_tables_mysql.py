@@ -222,6 +222,36 @@ def test_ps_contacts_and_location_on_mariadb(mariadb_dsn: str) -> None:
         store.close()
 
 
+def test_a_copy_of_another_log_is_dropped_on_mariadb(mariadb_dsn: str) -> None:
+    """keep_only on MariaDB: another topic's rows, and the Kamailio and Asterisk rows made
+    from them, go in one transaction; rows other software wrote stay (D123)."""
+    from streams.dialer.mysql import MysqlBindingStore
+
+    cols = ", ".join(f"{name} {kind}" for name, kind in PS_CONTACTS_MIGRATED)
+    query(mariadb_dsn, f"CREATE TABLE ps_contacts ({cols}, UNIQUE (id), UNIQUE (id, reg_server))")
+    tables = ExtraTables(kamailio_location=True, asterisk_contacts=True)
+    store = MysqlBindingStore(mariadb_dsn, tables=tables)
+    try:
+        now = 1_767_225_600_000
+        state = AorState("sip:1001@pbx.example", 1, now, (binding("1001", "fe1", now),), Health())
+        store.apply_batch([record_from_state(state, now, tables)], {("a.bindings", 0): 4})
+        query(
+            mariadb_dsn, "INSERT INTO location (ruid, username, contact) VALUES ('k1', '2001', 'x')"
+        )
+        query(mariadb_dsn, "INSERT INTO ps_contacts (id, uri) VALUES ('2001;@x', 'sip:2001@x')")
+        assert store.keep_only("a.bindings", {0: 4}) is None
+        assert store.count_rows() == 1
+        assert store.keep_only("b.bindings", {0: 9}) == (
+            "the store holds a copy of a.bindings, not of b.bindings"
+        )
+        assert store.count_rows() == 0 and store.offsets("a.bindings") == {}
+        assert query(mariadb_dsn, "SELECT ruid FROM location") == [("k1",)]
+        assert query(mariadb_dsn, "SELECT id FROM ps_contacts") == [("2001;@x",)]
+        assert query(mariadb_dsn, "SELECT count(*) FROM regstate_aors") == [(0,)]
+    finally:
+        store.close()
+
+
 async def test_a_blocked_mariadb_lookup_does_not_stall_the_view(
     kafka_bootstrap: str, mariadb_dsn: str
 ) -> None:

@@ -190,3 +190,36 @@ async def test_where_reads_file_or_topic(
     assert uri in {c["contact_uri"] for c in body["aors"][0]["contacts"]}
     code = await asyncio.to_thread(main, ["where", "777777", "--at", str(now)])
     assert code == 1 and "no binding" in capsys.readouterr().out
+
+
+async def test_a_store_of_another_prefix_is_dropped_not_resumed(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """One SQLite file, the view's topic prefix changed (a test deployment's store
+    reused by production): the view holds production's rows only, none left over from
+    the old prefix's phones (D123)."""
+    db = tmp_path / "v.sqlite3"
+    before = view_settings(kafka_bootstrap)
+    old = History(n_events=1500, n_aors=200)
+    await publish(before, old.chunk(1500))
+    async with running(before, db, old.now):
+        pass
+    assert rows_at(db, old.now) == old.expected(old.now)
+    left_over = {row[0] for row in old.expected(old.now)} - {
+        f"sip:{1001 + i}@pbx.example.com" for i in range(40)
+    }
+    assert len(left_over) > 20, "the old log should hold AORs the new one lacks"
+
+    after = view_settings(kafka_bootstrap)
+    new = History(n_events=400, n_aors=40, seed=11)
+    records = new.chunk(400)
+    await publish(after, records)
+    async with running(after, db, new.now) as view:
+        assert view.metrics.records_applied == len(records)
+    assert rows_at(db, new.now) == new.expected(new.now)
+    store = SqliteBindingStore(db, read_only=True)
+    try:
+        assert [aor for aor in sorted(left_over) if store.contacts_any_time(aor)] == []
+        assert store.offsets(before.topic("bindings")) == {}
+    finally:
+        store.close()

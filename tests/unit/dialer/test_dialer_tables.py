@@ -149,6 +149,39 @@ def test_turning_a_table_on_reads_the_topic_again(tmp_path: Path) -> None:
     again.close()
 
 
+def test_a_copy_of_another_log_is_dropped_not_resumed(tmp_path: Path) -> None:
+    """A store that read another topic (the prefix changed), or read this one beyond its
+    end (the topic was created again), holds another log's rows: they go with the
+    location rows made from them; a row Kamailio wrote itself stays (D123)."""
+    db = tmp_path / "v.sqlite3"
+    tables = ExtraTables(kamailio_location=True)
+    b = Binding(
+        "sip:1001@10.0.0.5", "sip:1001@10.0.0.5", T0 + 60_000, T0, T0, "cid", 3, None, None,
+        None, None, None, "fe1", (),
+    )  # fmt: skip
+    state = AorState("sip:1001@pbx", 1, T0, (b,), Health())
+    store = SqliteBindingStore(db, tables=tables)
+    store.apply_batch([record_from_state(state, T0, tables)], {("a.bindings", 0): 7})
+    store.conn.execute("INSERT INTO location (ruid, username, contact) VALUES ('k1', '2001', 'x')")
+    store.conn.commit()
+    assert store.keep_only("a.bindings", {0: 7}) is None  # its own log: resumed
+    assert store.offsets("a.bindings") == {0: 7} and store.count_rows() == 1
+
+    why = store.keep_only("b.bindings", {0: 100})
+    assert why == "the store holds a copy of a.bindings, not of b.bindings"
+    assert store.offsets("a.bindings") == {} and store.count_rows() == 0
+    assert store.aor_info("sip:1001@pbx") == []
+    left = store.conn.execute("SELECT ruid FROM location").fetchall()
+    assert left == [("k1",)]
+
+    store.apply_batch([record_from_state(state, T0, tables)], {("b.bindings", 2): 7})
+    assert store.keep_only("b.bindings", {2: 7}) is None
+    why = store.keep_only("b.bindings", {2: 3})
+    assert why is not None and "beyond the end of partition 2" in why
+    assert store.offsets("b.bindings") == {} and store.count_rows() == 0
+    store.close()
+
+
 @pytest.mark.parametrize(
     "uri",
     [
