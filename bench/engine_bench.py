@@ -34,7 +34,9 @@ restart [ready <= 10 s]
     Fills a table with B bindings (B register events, one AOR each, granted a
     week), stops the worker (SIGTERM) and restarts it, three times: the time
     from process start to ``/readyz`` answering 200 (RocksDB keeps the table on
-    disk; only the changelog tail is replayed).
+    disk; only the changelog tail is replayed). ``--restart-cold`` deletes the
+    worker's local table before each restart: the whole changelog is restored (a
+    lost disk, a new host, the first start after D123 moved the table).
 
 Workers run with a huge grace period so the sweeper does not add events, and
 with small RocksDB caches. Everything runs on this machine: the bench, the
@@ -47,6 +49,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -653,7 +656,7 @@ def phase_restart(args: argparse.Namespace, work: Path) -> None:
     worker.start()
     wait_for(worker.ready, 600, "worker ready")
     started = time.monotonic()
-    group = f"{prefix}engine"
+    group = settings.engine_group()
     # Poll the cheap metrics endpoint while folding, the group's offsets only at the end.
     wait_for(lambda: worker.folded() >= args.bindings - have, 7200, "fill", 2.0)
     asyncio.run(_wait_committed_to_end(args.bootstrap, group, topic, 600))
@@ -664,14 +667,17 @@ def phase_restart(args: argparse.Namespace, work: Path) -> None:
     times = []
     for _ in range(3):
         worker.stop()
+        if args.restart_cold:
+            shutil.rmtree(settings.engine_dir())
         worker.start()
-        wait_for(worker.ready, 600, "ready after restart", 0.05)
+        wait_for(worker.ready, 3600, "ready after restart", 0.05)
         times.append(time.monotonic() - worker.started_at)
     worker.stop()
+    how = "from the changelog alone" if args.restart_cold else "RocksDB"
     print(
-        f"RESULT restart to ready with {args.bindings} bindings (RocksDB): "
+        f"RESULT restart to ready with {args.bindings} bindings ({how}): "
         + ", ".join(f"{t:.2f} s" for t in times)
-        + " [target <= 10 s]",
+        + ("" if args.restart_cold else " [target <= 10 s]"),
         flush=True,
     )
 
@@ -691,6 +697,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-events", type=int, default=60_000, help="generated for it")
     parser.add_argument("--bindings", type=int, default=1_000_000, help="restart: table size")
     parser.add_argument("--restart-prefix", default="", help="restart: reuse this topic prefix")
+    parser.add_argument(
+        "--restart-cold",
+        action="store_true",
+        help="restart: delete the worker's local table first (restore the whole changelog)",
+    )
     parser.add_argument("--data-dir", default="", help="worker state (default: a temp dir)")
     parser.add_argument("--profile", default="", help="cProfile the throughput worker here")
     parser.add_argument("--keep-topics", action="store_true", help="do not delete the run's topics")
