@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,6 +25,9 @@ from streams.dialer.store import ExtraTables, record_from_state, tombstone
 from tests.helpers import wait_until_async
 from tests.integration.dialer_support import publish, view_settings
 from tests.integration.test_dialer_view_mysql import mariadb_dsn, mariadb_server
+
+if TYPE_CHECKING:
+    from streams.dialer.mysql import MysqlBindingStore
 
 __all__ = ["mariadb_dsn", "mariadb_server"]  # fixtures used by name
 
@@ -180,13 +183,21 @@ async def test_phones_from_vicidial_mariadb(kafka_bootstrap: str, mariadb_dsn: s
         await asyncio.wait_for(task, 30)
 
 
-def test_ps_contacts_and_location_on_mariadb(mariadb_dsn: str) -> None:
+def _store_with_both_tables(dsn: str) -> MysqlBindingStore:
+    """A MariaDB store that keeps Kamailio's ``location`` and Asterisk's ``ps_contacts``
+    (the latter created as Asterisk's migrations leave it)."""
     from streams.dialer.mysql import MysqlBindingStore
 
     cols = ", ".join(f"{name} {kind}" for name, kind in PS_CONTACTS_MIGRATED)
-    query(mariadb_dsn, f"CREATE TABLE ps_contacts ({cols}, UNIQUE (id), UNIQUE (id, reg_server))")
-    tables = ExtraTables(kamailio_location=True, asterisk_contacts=True)
-    store = MysqlBindingStore(mariadb_dsn, tables=tables)
+    query(dsn, f"CREATE TABLE ps_contacts ({cols}, UNIQUE (id), UNIQUE (id, reg_server))")
+    return MysqlBindingStore(
+        dsn, tables=ExtraTables(kamailio_location=True, asterisk_contacts=True)
+    )
+
+
+def test_ps_contacts_and_location_on_mariadb(mariadb_dsn: str) -> None:
+    store = _store_with_both_tables(mariadb_dsn)
+    tables = store.tables
     try:
         now = 1_767_225_600_000
         b1, b2 = binding("1001", "fe1", now), binding("1001", "fe2", now, port=5070)
@@ -225,12 +236,8 @@ def test_ps_contacts_and_location_on_mariadb(mariadb_dsn: str) -> None:
 def test_a_copy_of_another_log_is_dropped_on_mariadb(mariadb_dsn: str) -> None:
     """keep_only on MariaDB: another topic's rows, and the Kamailio and Asterisk rows made
     from them, go in one transaction; rows other software wrote stay (D123)."""
-    from streams.dialer.mysql import MysqlBindingStore
-
-    cols = ", ".join(f"{name} {kind}" for name, kind in PS_CONTACTS_MIGRATED)
-    query(mariadb_dsn, f"CREATE TABLE ps_contacts ({cols}, UNIQUE (id), UNIQUE (id, reg_server))")
-    tables = ExtraTables(kamailio_location=True, asterisk_contacts=True)
-    store = MysqlBindingStore(mariadb_dsn, tables=tables)
+    store = _store_with_both_tables(mariadb_dsn)
+    tables = store.tables
     try:
         now = 1_767_225_600_000
         state = AorState("sip:1001@pbx.example", 1, now, (binding("1001", "fe1", now),), Health())
