@@ -424,9 +424,9 @@ def build_app(settings: Settings) -> EngineApp:
     unused = Path(settings.data_dir) / "engine" / settings.worker_id / "v1"
     if unused.is_dir():
         log.warning(
-            "engine: %s holds a table stored before tables were kept per topic prefix "
-            "(D123); it is not read: this worker rebuilds its table from the changelog "
-            "under %s. Delete %s once this worker is ready.",
+            "engine: %s holds a table from before tables were kept per topic prefix (D123) "
+            "and is no longer read; this worker's table is %s, restored from the changelog "
+            "when it is new. Delete %s once this worker is ready.",
             unused.parent,
             datadir,
             unused.parent,
