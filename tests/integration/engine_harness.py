@@ -266,16 +266,26 @@ def wait_committed_to_end(
     it were acknowledged, so once this returns all outputs are readable.
     """
 
+    behind: dict[int, tuple[int | None, int]] = {}  # at the last look: (committed, end)
+
     def done() -> dict[int, int] | None:
         ends = asyncio.run(end_offsets(bootstrap, topic))
         committed = asyncio.run(committed_offsets(bootstrap, group))
-        if all(end == 0 or committed.get((topic, p), -1) >= end for p, end in ends.items()):
-            return ends
-        return None
+        behind.clear()
+        behind.update(
+            {
+                p: (committed.get((topic, p)), end)
+                for p, end in ends.items()
+                if end and committed.get((topic, p), -1) < end
+            }
+        )
+        return None if behind else ends
 
-    result = wait_until(done, timeout, 0.5, f"group {group} committed to the end of {topic}")
-    assert result is not None
-    return result
+    try:
+        return wait_until(done, timeout, 0.5, f"group {group} committed to the end of {topic}")
+    except AssertionError as exc:
+        # Which partitions stalled, and where: what a flaky stall needs to be explained.
+        raise AssertionError(f"{exc}; partitions behind, (committed, end): {behind}") from None
 
 
 # --------------------------------------------------------------------------- replays
