@@ -18,10 +18,11 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
@@ -37,6 +38,9 @@ from tests.helpers import PROJECT_ROOT, wait_until
 PYTHON = sys.executable
 NO_SWEEP = 10**13
 """A grace period (ms) no binding reaches: the sweeper stays quiet and the log stays fixed."""
+BOUNDARY_MS = 120_000
+"""AORs with a binding expiring this close to the test's clock are not compared with a
+worker's answer: the worker's clock reads a moment later than the test's."""
 
 
 def free_port() -> int:
@@ -286,6 +290,30 @@ def wait_committed_to_end(
     except AssertionError as exc:
         # Which partitions stalled, and where: what a flaky stall needs to be explained.
         raise AssertionError(f"{exc}; partitions behind, (committed, end): {behind}") from None
+
+
+def assert_api_answers_replay(
+    workers: Sequence[Worker], states: Mapping[str, AorState], now: int, *, step: int = 1
+) -> tuple[int, int]:
+    """Ask every worker ``GET /v1/aors/{aor}`` for every ``step``-th AOR of ``states`` (a
+    replay), those with no binding within :data:`BOUNDARY_MS` of ``now``: 200 with the
+    replay's active contacts, or 404 when none is active. (AORs compared, AORs found.)"""
+    compared = found = 0
+    for aor in sorted(states)[::step]:
+        state = states[aor]
+        if any(abs(c.expires_at - now) < BOUNDARY_MS for c in state.contacts):
+            continue
+        active = state.only_active(now)
+        for w in workers:
+            status, body = w.get(f"/v1/aors/{quote(aor, safe=':@')}")
+            if active.contacts:
+                assert status == 200, (w.url, aor, status, body)
+                assert orjson.loads(body) == state_to_dict(active), aor
+            else:
+                assert status == 404, (w.url, aor, status, body)
+        compared += 1
+        found += bool(active.contacts)
+    return compared, found
 
 
 # --------------------------------------------------------------------------- replays

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import quote
 
 import orjson
 import pytest
 
 from processors.problems import PROBLEM_STATES
 from processors.replay import replay
-from schemas import state_to_dict
 from tests.helpers import unique_name, wait_until
 from tests.integration.engine_harness import (
     NO_SWEEP,
     Worker,
+    assert_api_answers_replay,
     engine_env,
     ensure,
     free_port,
@@ -27,10 +26,6 @@ from tests.integration.engine_harness import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-
-BOUNDARY_MS = 120_000
-"""AORs with a binding expiring this close to the test's clock are not compared:
-the worker's clock reads a moment later than the test's."""
 
 
 def test_two_workers_split_partitions_and_each_answers_for_every_aor(
@@ -77,20 +72,7 @@ def test_two_workers_split_partitions_and_each_answers_for_every_aor(
 
         now = now_ms()
         states = replay(events, policy).states
-        compared = found = 0
-        for aor, state in sorted(states.items()):
-            if any(abs(c.expires_at - now) < BOUNDARY_MS for c in state.contacts):
-                continue
-            active = state.only_active(now)
-            for w in (a, b):
-                status, body = w.get(f"/v1/aors/{quote(aor, safe=':@')}")
-                if active.contacts:
-                    assert status == 200, (w.url, aor, status, body)
-                    assert orjson.loads(body) == state_to_dict(active), aor
-                else:
-                    assert status == 404, (w.url, aor, status, body)
-            compared += 1
-            found += bool(active.contacts)
+        compared, found = assert_api_answers_replay((a, b), states, now)
         assert compared > 300 and found > 50, (compared, found)
 
         # GET /v1/problems: each worker lists the problem AORs of its partitions;

@@ -11,19 +11,18 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from urllib.parse import quote
 
-import orjson
 import pytest
 
 from processors.policy import FoldPolicy
-from schemas import encode_state, state_to_dict
+from schemas import encode_state
 from tests.helpers import unique_name, wait_until
 from tests.integration.engine_harness import (
     NO_SWEEP,
     BackgroundPublisher,
     LogReplay,
     Worker,
+    assert_api_answers_replay,
     binding_events_view,
     bindings_view,
     compacted,
@@ -82,19 +81,7 @@ def _check_against_log(
             assert expected.get((aor, e["version"])) == e, ("phantom binding event", e)
 
     # The API, asked of every worker, for a sample of AORs: what the replay says.
-    now = now_ms()
-    for aor in sorted(replayed.states)[::25]:
-        state = replayed.states[aor]
-        if any(abs(c.expires_at - now) < 120_000 for c in state.contacts):
-            continue
-        active = state.only_active(now)
-        for w in workers:
-            status, body = w.get(f"/v1/aors/{quote(aor, safe=':@')}")
-            if active.contacts:
-                assert status == 200, (w.url, aor, status, body)
-                assert orjson.loads(body) == state_to_dict(active), aor
-            else:
-                assert status == 404, (aor, status, body)
+    assert_api_answers_replay(workers, replayed.states, now_ms(), step=25)
     return replayed
 
 
