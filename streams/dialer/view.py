@@ -275,7 +275,7 @@ class DialerViewService:
                     await consumer.seek_to_beginning(tp)
             next_off = {tp: stored.get(tp.partition, 0) for tp in tps}
             self.metrics.resumed_from = {tp.partition: next_off[tp] for tp in tps}
-            self.metrics.bootstrap_target = {tp.partition: end[tp] for tp in tps}
+            self.metrics.bootstrap_target = ends
             behind = sum(max(0, end[tp] - next_off[tp]) for tp in tps)
             if self.progress and behind:
                 bar = tqdm(total=behind, unit="rec", desc="dialer-view bootstrap", file=sys.stderr)
