@@ -43,7 +43,7 @@ faust (one line per ``--faust TRANSPORT``)
     (``stream.events()``, no table, Faust's own settings) on the given transport
     (``aiokafka``, ``confluent``), in its own process; from its first record to
     its last (nothing sent, nothing committed). The most a Faust worker on that
-    transport could consume here. A transport that takes no record within
+    transport could consume here. One that has not taken every record within
     ``--faust-timeout`` seconds is reported as such (faust-streaming 0.15.3's
     ``confluent`` driver never gets an assignment, D121).
 
@@ -344,8 +344,8 @@ def child_rate(
     transport: str = "",
 ) -> float:
     """Publish the log under a prefix of its own, run ``peer`` (quix, pipeline, faust) on
-    it in a child process; print and return its rate (0 when the child took nothing
-    within ``--faust-timeout``)."""
+    it in a child process; print and return its rate (0 when the child had not taken
+    every record within ``--faust-timeout``)."""
     label = f"{peer}-{transport}" if transport else peer
     prefix = f"bench-{peer}-{uuid.uuid4().hex[:8]}."
     CREATED_PREFIXES.append(prefix)
@@ -387,7 +387,8 @@ def child_rate(
             )
         except subprocess.TimeoutExpired:
             print(
-                f"RESULT {label}: took no record within {timeout:g} s; see {log_path}",
+                f"RESULT {label}: had not taken all {len(events)} records after "
+                f"{timeout:g} s; see {log_path}",
                 flush=True,
             )
             return 0.0
