@@ -1,7 +1,7 @@
 """The Faust edge: the app, its transport (consumer and producer subclasses) and the table.
 
 Everything regstate changes inside faust-streaming lives here, each with the
-reason (D70-D75, D107, D110 and D115 in docs/decisions.md):
+reason (D70-D75, D107, D110, D115 and D124 in docs/decisions.md):
 
 * :class:`IdempotentProducer`: ``acks=all`` and idempotence in at-least-once mode.
 * :class:`EngineConsumer`: the aiokafka driver's consumer, its acknowledged offsets
@@ -12,6 +12,8 @@ reason (D70-D75, D107, D110 and D115 in docs/decisions.md):
   chunk (tracked and acked a chunk at a time), and records of other topics to
   their streams without Faust's per-record ``wait_first`` whenever the
   hand-off cannot block.
+* :class:`EngineConsumerThread`: each commit fenced to the generation it was decided in
+  (:mod:`streams.engine.commit_fence`, D124).
 * :class:`BindingsTable`: writes the store in batches; the agent sends its
   changelog records.
 """
@@ -36,6 +38,7 @@ from faust.types import TP, ProducerT, TransportT
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
+from streams.engine.commit_fence import CommitFence
 from streams.log.kafka_config import faust_broker_options
 from streams.log.topics import REGISTRATIONS
 from streams.settings import Settings
@@ -80,7 +83,13 @@ class IdempotentProducer(AIOKafkaProducerDriver):
 
 
 class EngineConsumerThread(AIOKafkaConsumerThread):
-    """The consumer thread, its aiokafka consumer given regstate's fetch wait and minimum."""
+    """The consumer thread, its aiokafka consumer given regstate's fetch wait and minimum,
+    and a fence against commits that outlive a rebalance (D124)."""
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        # Before the consumer subscribes, so before its first assignment.
+        CommitFence.install(self._consumer)
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)

@@ -1,0 +1,134 @@
+"""A commit decided before a rebalance and sent after it, on a real broker (D124).
+
+Two aiokafka group consumers, as two workers: ``first`` owns both partitions and
+decides a commit; the commit waits on aiokafka's commit lock (held here, as a commit
+still in flight holds it) while ``second`` joins and commits the end of the partition
+it takes over. Then the lock is released.
+
+Without the fence aiokafka sends the stale commit with the new generation and the
+broker takes it: the moved partition's committed offset goes back. That case is run
+too, so the test shows the hazard is real on this broker and client, not assumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.errors import CommitFailedError  # type: ignore[import-untyped]
+
+from streams.engine.commit_fence import CommitFence
+from tests.helpers import create_topic, unique_name, wait_until_async
+
+STALE = 3
+"""The offset ``first`` acknowledged before the rebalance, on both partitions."""
+END = 10
+"""The offset the new owner of a partition commits after the rebalance."""
+
+
+def consumer(bootstrap: str, group: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        # A rejoin is noticed at the next heartbeat: keep the rebalance short.
+        heartbeat_interval_ms=200,
+        session_timeout_ms=10_000,
+    )
+
+
+async def committed(member: AIOKafkaConsumer, tps: list[Any]) -> dict[int, int | None]:
+    return {tp.partition: await member.committed(tp) for tp in tps}
+
+
+async def stale_commit_after_rebalance(
+    bootstrap: str, *, fenced: bool
+) -> tuple[BaseException | None, dict[int, int | None], int, CommitFence | None]:
+    """Run the race; return the stale commit's error, the committed offsets afterwards,
+    the partition that moved to ``second``, and ``first``'s fence."""
+    topic, group = unique_name("fence"), unique_name("fence-group")
+    await create_topic(bootstrap, topic, partitions=2)
+    tps = [TopicPartition(topic, p) for p in (0, 1)]
+    first, second = consumer(bootstrap, group), consumer(bootstrap, group)
+    await first.start()
+    fence = CommitFence.install(first) if fenced else None
+    try:
+        first.subscribe([topic])
+        await wait_until_async(
+            lambda: len(first.assignment()) == 2, 30, message="first owns both partitions"
+        )
+        lock = first._coordinator._commit_lock
+        await lock.acquire()
+        # Checked against the two-partition assignment now, sent once the lock is free.
+        stale = asyncio.ensure_future(first.commit({tp: STALE for tp in tps}))
+        await second.start()
+        second.subscribe([topic])
+        await wait_until_async(
+            lambda: len(first.assignment()) == 1 and len(second.assignment()) == 1,
+            60,
+            message="the two consumers split the partitions",
+        )
+        (moved,) = second.assignment()
+        await second.commit({moved: END})
+        lock.release()
+        error: BaseException | None = None
+        try:
+            await stale
+        except CommitFailedError as exc:
+            error = exc
+        return error, await committed(second, tps), moved.partition, fence
+    finally:
+        await second.stop()
+        await first.stop()
+
+
+@pytest.mark.parametrize("fenced", [False, True], ids=["aiokafka-alone", "fenced"])
+async def test_a_stale_commit_does_not_move_a_partition_back(
+    kafka_bootstrap: str, fenced: bool
+) -> None:
+    error, offsets, moved, fence = await stale_commit_after_rebalance(
+        kafka_bootstrap, fenced=fenced
+    )
+    if not fenced:
+        # The hazard the fence exists for: sent with the new generation and accepted.
+        assert error is None
+        assert offsets[moved] == STALE
+        return
+    assert fence is not None
+    assert isinstance(error, CommitFailedError)
+    assert "already rebalanced" in str(error)
+    assert fence.refused == 1
+    assert offsets[moved] == END
+    # The partition first kept was not touched by the refused commit either.
+    assert offsets[1 - moved] is None
+
+
+async def test_a_commit_in_the_same_generation_goes_through(kafka_bootstrap: str) -> None:
+    """The fence passes commits of the current assignment, including after a rebalance."""
+    topic, group = unique_name("fence"), unique_name("fence-group")
+    await create_topic(kafka_bootstrap, topic, partitions=2)
+    tps = [TopicPartition(topic, p) for p in (0, 1)]
+    first, second = consumer(kafka_bootstrap, group), consumer(kafka_bootstrap, group)
+    await first.start()
+    fence = CommitFence.install(first)
+    try:
+        first.subscribe([topic])
+        await wait_until_async(lambda: len(first.assignment()) == 2, 30, message="assigned")
+        await first.commit({tp: 4 for tp in tps})
+        assert await committed(first, tps) == {0: 4, 1: 4}
+        await second.start()
+        second.subscribe([topic])
+        await wait_until_async(
+            lambda: len(first.assignment()) == 1 and len(second.assignment()) == 1,
+            60,
+            message="the two consumers split the partitions",
+        )
+        (kept,) = first.assignment()
+        await first.commit({kept: 7})
+        assert (await committed(first, [kept]))[kept.partition] == 7
+        assert fence.refused == 0
+    finally:
+        await second.stop()
+        await first.stop()
