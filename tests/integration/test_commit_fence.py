@@ -43,6 +43,17 @@ async def committed(member: AIOKafkaConsumer, tps: list[Any]) -> dict[int, int |
     return {tp.partition: await member.committed(tp) for tp in tps}
 
 
+async def join(second: AIOKafkaConsumer, first: AIOKafkaConsumer, topic: str) -> None:
+    """Start ``second`` in ``first``'s group; return once each owns one partition."""
+    await second.start()
+    second.subscribe([topic])
+    await wait_until_async(
+        lambda: len(first.assignment()) == 1 and len(second.assignment()) == 1,
+        60,
+        message="the two consumers split the partitions",
+    )
+
+
 async def stale_commit_after_rebalance(
     bootstrap: str, *, fenced: bool
 ) -> tuple[BaseException | None, dict[int, int | None], int, CommitFence | None]:
@@ -63,13 +74,7 @@ async def stale_commit_after_rebalance(
         await lock.acquire()
         # Checked against the two-partition assignment now, sent once the lock is free.
         stale = asyncio.ensure_future(first.commit({tp: STALE for tp in tps}))
-        await second.start()
-        second.subscribe([topic])
-        await wait_until_async(
-            lambda: len(first.assignment()) == 1 and len(second.assignment()) == 1,
-            60,
-            message="the two consumers split the partitions",
-        )
+        await join(second, first, topic)
         (moved,) = second.assignment()
         await second.commit({moved: END})
         lock.release()
@@ -118,13 +123,7 @@ async def test_a_commit_in_the_same_generation_goes_through(kafka_bootstrap: str
         await wait_until_async(lambda: len(first.assignment()) == 2, 30, message="assigned")
         await first.commit({tp: 4 for tp in tps})
         assert await committed(first, tps) == {0: 4, 1: 4}
-        await second.start()
-        second.subscribe([topic])
-        await wait_until_async(
-            lambda: len(first.assignment()) == 1 and len(second.assignment()) == 1,
-            60,
-            message="the two consumers split the partitions",
-        )
+        await join(second, first, topic)
         (kept,) = first.assignment()
         await first.commit({kept: 7})
         assert (await committed(first, [kept]))[kept.partition] == 7
