@@ -86,10 +86,12 @@ class EngineConsumerThread(AIOKafkaConsumerThread):
     """The consumer thread, its aiokafka consumer given regstate's fetch wait and minimum,
     and a fence against commits that outlive a rebalance (D124)."""
 
+    commit_fence: CommitFence | None = None
+
     async def on_start(self) -> None:
         await super().on_start()
         # Before the consumer subscribes, so before its first assignment.
-        CommitFence.install(self._consumer)
+        self.commit_fence = CommitFence.install(self._consumer)
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)

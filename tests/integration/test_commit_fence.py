@@ -13,6 +13,7 @@ too, so the test shows the hazard is real on this broker and client, not assumed
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-unt
 from aiokafka.errors import CommitFailedError  # type: ignore[import-untyped]
 
 from streams.engine.commit_fence import CommitFence
+from streams.engine.faust_edge import EngineConsumerThread, build_app
 from tests.helpers import create_topic, unique_name, wait_until_async
+from tests.integration.engine_harness import engine_env, settings_of
 
 STALE = 3
 """The offset ``first`` acknowledged before the rebalance, on both partitions."""
@@ -131,3 +134,24 @@ async def test_a_commit_in_the_same_generation_goes_through(kafka_bootstrap: str
     finally:
         await second.stop()
         await first.stop()
+
+
+async def test_the_workers_consumer_is_fenced(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The worker's own consumer thread installs the fence when its consumer starts."""
+    settings = settings_of(engine_env(kafka_bootstrap, unique_name("fence") + ".", tmp_path))
+    thread = build_app(settings).consumer._thread  # type: ignore[attr-defined]
+    assert isinstance(thread, EngineConsumerThread)
+    await thread.on_start()
+    consumer = thread._consumer
+    assert consumer is not None
+    try:
+        fence = thread.commit_fence
+        assert fence is not None
+        assert fence._coordinator is consumer._coordinator
+        assert consumer._coordinator._do_commit_offsets.__qualname__.startswith(
+            "CommitFence.install"
+        )
+    finally:
+        await consumer.stop()
+        # The thread's own loop, made with the app and never run here.
+        thread.thread_loop.close()
