@@ -1,11 +1,12 @@
 """The Faust edge: the app, its transport (consumer and producer subclasses) and the table.
 
 Everything regstate changes inside faust-streaming lives here, each with the
-reason (D70-D75, D107, D110, D115 and D124 in docs/decisions.md):
+reason (D70-D75, D107, D110, D115, D124 and D126 in docs/decisions.md):
 
 * :class:`IdempotentProducer`: ``acks=all`` and idempotence in at-least-once mode.
 * :class:`EngineConsumer`: the aiokafka driver's consumer, its acknowledged offsets
-  kept without repeats (D115), whose thread fetches
+  kept without repeats (D115), a failed commit not recorded as done (D126), whose
+  thread fetches
   with a settable ``fetch_max_wait_ms`` (Faust hard-codes 1500 ms) and
   ``fetch_min_bytes`` (aiokafka's 1), and a drain loop that hands
   the fold agent each partition's fetched records as one :class:`Fetched`
@@ -25,7 +26,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 import rocksdict
@@ -50,6 +51,8 @@ YIELD_EVERY = 500
 """Records handed to streams between two forced event-loop turns of the drain loop."""
 DIRECT_BATCHES_QUEUED = 4
 """Fetched batches of source records waiting for the fold agent before the fetcher waits."""
+_UNSET = object()
+"""A partition with no committed offset recorded (absent from ``_committed_offset``)."""
 
 
 class Fetched:
@@ -136,9 +139,41 @@ class EngineConsumer(AIOKafkaConsumerDriver):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._acked: defaultdict[TP, list[int]] = defaultdict(AckedOffsets)
+        self._not_committed: dict[TP, object] = {}
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return EngineConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        did_commit: bool = await super()._commit(offsets)
+        if not did_commit:
+            # Faust's _commit_offsets records the offsets as committed next, whether or
+            # not they were (no await in between): keep what it had, to put back (D126).
+            self._not_committed = {tp: self._committed_offset.get(tp, _UNSET) for tp in offsets}
+        return did_commit
+
+    async def _commit_offsets(
+        self, offsets: Mapping[TP, int], start_new_transaction: bool = True
+    ) -> bool:
+        """Faust's commit, with a commit that did not happen not recorded as done (D126).
+
+        Faust's version updates ``_committed_offset`` even when the commit failed (a
+        rebalance, "already rebalanced"; or refused by the commit fence, D124). Landing
+        after the revocation that cleared it, that left a partition this worker kept
+        marked committed up to offsets the broker never stored: the records fetched
+        again from the broker's committed offset were then never acknowledged, and the
+        partition was never committed.
+        """
+        self._not_committed = {}
+        try:
+            return await super()._commit_offsets(offsets, start_new_transaction)
+        finally:
+            for tp, offset in self._not_committed.items():
+                if offset is _UNSET:
+                    self._committed_offset.pop(tp, None)
+                else:
+                    self._committed_offset[tp] = cast("int | None", offset)
+            self._not_committed = {}
 
     def _handoff_cannot_block(self, topic: str) -> bool:
         """Whether the conductor's callback for a record of ``topic`` runs without waiting.

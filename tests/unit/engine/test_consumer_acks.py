@@ -100,3 +100,55 @@ async def test_gaps_of_other_topics_are_noted_quietly_and_only_where_acked(
     assert _gaps(consumer, acked) == [(6, 10)]
     assert _gaps(consumer, unacked) == []
     assert "missing from a fetch" not in caplog.text
+
+
+@pytest.mark.parametrize("answer", [True, False], ids=["committed", "already-rebalanced"])
+async def test_a_commit_that_failed_is_not_recorded_as_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: bool
+) -> None:
+    """D126: a commit the client answers "already rebalanced" (Faust's driver then returns
+    False) leaves the partition's committed offset as it was. Faust records it as done
+    either way; then a worker that kept the partition never acknowledged the records it
+    fetched again from the broker's committed offset, and never committed it (a CI run
+    showed a partition with no commit while its owner sat idle)."""
+    consumer = _consumer(tmp_path)
+    tp = TP("acks.registrations", 3)
+    answered: list[dict[TP, int]] = []
+
+    async def commit(offsets: dict[TP, int]) -> bool:  # the client's answer, no broker here
+        answered.append(dict(offsets))
+        return answer
+
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+    monkeypatch.setattr(consumer._thread, "commit", commit)
+    _ack(consumer, _chunk(tp, 0, 1040))
+    assert await consumer.commit() is answer
+    assert answered == [{tp: 1041}]
+    if answer:
+        assert consumer._committed_offset[tp] == 1041
+        return
+    assert consumer._committed_offset.get(tp) is None
+    # The rebalance that failed it then seeks the partition back to the broker's
+    # committed offset (none): the records fetched again are acknowledged and their
+    # commit is tried again.
+    _ack(consumer, _chunk(tp, 0, 1040))
+    await consumer.commit()
+    assert answered == [{tp: 1041}, {tp: 1041}]
+
+
+async def test_a_failed_commit_keeps_the_offset_committed_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition committed up to 500 stays at 500 when the commit of 600 fails."""
+    consumer = _consumer(tmp_path)
+    tp = TP("acks.registrations", 0)
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+
+    async def refused(offsets: dict[TP, int]) -> bool:
+        return False
+
+    monkeypatch.setattr(consumer._thread, "commit", refused)
+    consumer._committed_offset[tp] = 500
+    _ack(consumer, _chunk(tp, 500, 599))
+    await consumer.commit()
+    assert consumer._committed_offset[tp] == 500
