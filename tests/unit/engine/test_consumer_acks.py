@@ -102,6 +102,22 @@ async def test_gaps_of_other_topics_are_noted_quietly_and_only_where_acked(
     assert "missing from a fetch" not in caplog.text
 
 
+def _client_answers(
+    monkeypatch: pytest.MonkeyPatch, consumer: EngineConsumer, tp: TP, answer: bool
+) -> list[dict[TP, int]]:
+    """``consumer`` owns ``tp`` and every commit gets ``answer`` from the client (Faust's
+    driver answers False for "already rebalanced"); no broker here. The commits asked."""
+    answered: list[dict[TP, int]] = []
+
+    async def commit(offsets: dict[TP, int]) -> bool:
+        answered.append(dict(offsets))
+        return answer
+
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+    monkeypatch.setattr(consumer._thread, "commit", commit)
+    return answered
+
+
 @pytest.mark.parametrize("answer", [True, False], ids=["committed", "already-rebalanced"])
 async def test_a_commit_that_failed_is_not_recorded_as_done(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: bool
@@ -113,14 +129,7 @@ async def test_a_commit_that_failed_is_not_recorded_as_done(
     showed a partition with no commit while its owner sat idle)."""
     consumer = _consumer(tmp_path)
     tp = TP("acks.registrations", 3)
-    answered: list[dict[TP, int]] = []
-
-    async def commit(offsets: dict[TP, int]) -> bool:  # the client's answer, no broker here
-        answered.append(dict(offsets))
-        return answer
-
-    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
-    monkeypatch.setattr(consumer._thread, "commit", commit)
+    answered = _client_answers(monkeypatch, consumer, tp, answer)
     _ack(consumer, _chunk(tp, 0, 1040))
     assert await consumer.commit() is answer
     assert answered == [{tp: 1041}]
@@ -142,12 +151,7 @@ async def test_a_failed_commit_keeps_the_offset_committed_before_it(
     """A partition committed up to 500 stays at 500 when the commit of 600 fails."""
     consumer = _consumer(tmp_path)
     tp = TP("acks.registrations", 0)
-    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
-
-    async def refused(offsets: dict[TP, int]) -> bool:
-        return False
-
-    monkeypatch.setattr(consumer._thread, "commit", refused)
+    _client_answers(monkeypatch, consumer, tp, False)
     consumer._committed_offset[tp] = 500
     _ack(consumer, _chunk(tp, 500, 599))
     await consumer.commit()
