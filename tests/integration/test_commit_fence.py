@@ -13,6 +13,9 @@ too, so the test shows the hazard is real on this broker and client, not assumed
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +60,23 @@ async def join(second: AIOKafkaConsumer, first: AIOKafkaConsumer, topic: str) ->
     )
 
 
-async def stale_commit_after_rebalance(
-    bootstrap: str, *, fenced: bool
-) -> tuple[BaseException | None, dict[int, int | None], int, CommitFence | None]:
-    """Run the race; return the stale commit's error, the committed offsets afterwards,
-    the partition that moved to ``second``, and ``first``'s fence."""
+@dataclass
+class Group:
+    """Two consumers of one group on a new two-partition topic; ``first`` owns both."""
+
+    topic: str
+    tps: list[Any]
+    first: AIOKafkaConsumer
+    second: AIOKafkaConsumer
+    fence: CommitFence | None
+
+
+@asynccontextmanager
+async def group_of_two(bootstrap: str, *, fenced: bool) -> AsyncIterator[Group]:
+    """``first`` started (fenced or not) and owning both partitions; ``second`` not yet
+    started (:func:`join` starts it). Both stopped on the way out."""
     topic, group = unique_name("fence"), unique_name("fence-group")
     await create_topic(bootstrap, topic, partitions=2)
-    tps = [TopicPartition(topic, p) for p in (0, 1)]
     first, second = consumer(bootstrap, group), consumer(bootstrap, group)
     await first.start()
     fence = CommitFence.install(first) if fenced else None
@@ -73,23 +85,32 @@ async def stale_commit_after_rebalance(
         await wait_until_async(
             lambda: len(first.assignment()) == 2, 30, message="first owns both partitions"
         )
-        lock = first._coordinator._commit_lock
+        yield Group(topic, [TopicPartition(topic, p) for p in (0, 1)], first, second, fence)
+    finally:
+        await second.stop()
+        await first.stop()
+
+
+async def stale_commit_after_rebalance(
+    bootstrap: str, *, fenced: bool
+) -> tuple[BaseException | None, dict[int, int | None], int, CommitFence | None]:
+    """Run the race; return the stale commit's error, the committed offsets afterwards,
+    the partition that moved to ``second``, and ``first``'s fence."""
+    async with group_of_two(bootstrap, fenced=fenced) as g:
+        lock = g.first._coordinator._commit_lock
         await lock.acquire()
         # Checked against the two-partition assignment now, sent once the lock is free.
-        stale = asyncio.ensure_future(first.commit({tp: STALE for tp in tps}))
-        await join(second, first, topic)
-        (moved,) = second.assignment()
-        await second.commit({moved: END})
+        stale = asyncio.ensure_future(g.first.commit({tp: STALE for tp in g.tps}))
+        await join(g.second, g.first, g.topic)
+        (moved,) = g.second.assignment()
+        await g.second.commit({moved: END})
         lock.release()
         error: BaseException | None = None
         try:
             await stale
         except CommitFailedError as exc:
             error = exc
-        return error, await committed(second, tps), moved.partition, fence
-    finally:
-        await second.stop()
-        await first.stop()
+        return error, await committed(g.second, g.tps), moved.partition, g.fence
 
 
 @pytest.mark.parametrize("fenced", [False, True], ids=["aiokafka-alone", "fenced"])
@@ -115,25 +136,14 @@ async def test_a_stale_commit_does_not_move_a_partition_back(
 
 async def test_a_commit_in_the_same_generation_goes_through(kafka_bootstrap: str) -> None:
     """The fence passes commits of the current assignment, including after a rebalance."""
-    topic, group = unique_name("fence"), unique_name("fence-group")
-    await create_topic(kafka_bootstrap, topic, partitions=2)
-    tps = [TopicPartition(topic, p) for p in (0, 1)]
-    first, second = consumer(kafka_bootstrap, group), consumer(kafka_bootstrap, group)
-    await first.start()
-    fence = CommitFence.install(first)
-    try:
-        first.subscribe([topic])
-        await wait_until_async(lambda: len(first.assignment()) == 2, 30, message="assigned")
-        await first.commit({tp: 4 for tp in tps})
-        assert await committed(first, tps) == {0: 4, 1: 4}
-        await join(second, first, topic)
-        (kept,) = first.assignment()
-        await first.commit({kept: 7})
-        assert (await committed(first, [kept]))[kept.partition] == 7
-        assert fence.refused == 0
-    finally:
-        await second.stop()
-        await first.stop()
+    async with group_of_two(kafka_bootstrap, fenced=True) as g:
+        await g.first.commit({tp: 4 for tp in g.tps})
+        assert await committed(g.first, g.tps) == {0: 4, 1: 4}
+        await join(g.second, g.first, g.topic)
+        (kept,) = g.first.assignment()
+        await g.first.commit({kept: 7})
+        assert (await committed(g.first, [kept]))[kept.partition] == 7
+        assert g.fence is not None and g.fence.refused == 0
 
 
 async def test_the_workers_consumer_is_fenced(kafka_bootstrap: str, tmp_path: Path) -> None:
