@@ -48,23 +48,33 @@ faust (one line per ``--faust TRANSPORT``)
     ``confluent`` driver never gets an assignment, D121).
 
 Prints ``RESULT`` lines and the ratios worker/quix, worker/bare and
-worker/pipeline. All share
-this machine's cores (and the broker); compare ratios, not absolute figures.
+worker/pipeline, each to two ends: the contender's commit of the log's end, and
+its last record folded. The peers commit at once on their last record and the
+worker on its commit timer (up to ``commit_interval_ms`` later), so the second
+end compares the same span of work (D127). ``--rounds N`` runs every contender N
+times (even rounds in reverse order) and prints each worker's median ratios,
+every ratio taken within its round. All share this machine's cores (and the
+broker); compare ratios, not absolute figures.
+
+    .venv/bin/python bench/quix_peer.py --events 100000 --worker regstate: --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -181,6 +191,7 @@ def quix_child(args: argparse.Namespace) -> int:
     cache: dict[bytes, AorState] = {}
     seen = [0]
     first = [0.0, 0.0]
+    last = [0.0]  # its last record taken (folded just after)
     total = args.events
 
     def fold(value: bytes, key: bytes, timestamp: int, headers: Any, state: Any) -> list[Any]:
@@ -188,6 +199,7 @@ def quix_child(args: argparse.Namespace) -> int:
             first[:] = [time.monotonic(), time.process_time()]
         seen[0] += 1
         if seen[0] >= total:
+            last[0] = time.monotonic()
             app.stop()
         current = cache.get(key)
         if current is None:
@@ -209,7 +221,12 @@ def quix_child(args: argparse.Namespace) -> int:
     sdf.filter(lambda o: o[0] == b"e").apply(lambda o: o[1]).to_topic(events_topic)
     app.run()
     done, cpu = time.monotonic(), time.process_time() - first[1]
-    timing = {"records": seen[0], "seconds": done - first[0], "cpu": cpu}
+    timing = {
+        "records": seen[0],
+        "seconds": done - first[0],
+        "folded_seconds": last[0] - first[0],
+        "cpu": cpu,
+    }
     print(json.dumps(timing), flush=True)
     return 0
 
@@ -249,6 +266,7 @@ def pipeline_child(args: argparse.Namespace) -> int:
         sent: list[asyncio.Future[Any]] = []
         seen = 0
         first = (0.0, 0.0)
+        folded_at = 0.0
         committed_at = 0.0
         try:
             while seen < args.events:
@@ -275,6 +293,8 @@ def pipeline_child(args: argparse.Namespace) -> int:
                             internal = encode_state(new, internal=True)
                         outputs.add(state_topic, p, r.key, internal)
                     positions[tp] = records[-1].offset + 1
+                if seen >= args.events:
+                    folded_at = time.monotonic()
                 sent.extend(await outputs.send())
                 if seen >= args.events or time.monotonic() - committed_at >= 1.0:
                     # The worker's rule: an offset is committed once the outputs before it
@@ -289,6 +309,7 @@ def pipeline_child(args: argparse.Namespace) -> int:
         return {
             "records": seen,
             "seconds": time.monotonic() - first[0],
+            "folded_seconds": folded_at - first[0],
             "cpu": time.process_time() - first[1],
         }
 
@@ -336,15 +357,22 @@ def faust_child(args: argparse.Namespace) -> int:
     return 1  # the agent leaves the process; a worker that returns never took them all
 
 
+class Rate(NamedTuple):
+    """A contender's rate to its commit of the end, and to its last record folded (D127)."""
+
+    eps: float
+    folded_eps: float
+
+
 def child_rate(
     args: argparse.Namespace,
     work: Path,
     events: list[RegistrationEvent],
     peer: str,
     transport: str = "",
-) -> float:
+) -> Rate:
     """Publish the log under a prefix of its own, run ``peer`` (quix, pipeline, faust) on
-    it in a child process; print and return its rate (0 when the child had not taken
+    it in a child process; print and return its rates (0 when the child had not taken
     every record within ``--faust-timeout``)."""
     label = f"{peer}-{transport}" if transport else peer
     prefix = f"bench-{peer}-{uuid.uuid4().hex[:8]}."
@@ -391,11 +419,13 @@ def child_rate(
                 f"{timeout:g} s; see {log_path}",
                 flush=True,
             )
-            return 0.0
+            return Rate(0.0, 0.0)
     if out.returncode != 0:
         raise SystemExit(f"bench: {label} failed ({out.returncode}); see {log_path}")
     timing = json.loads(out.stdout.decode().strip().splitlines()[-1])
     eps = len(events) / float(timing["seconds"])
+    # The empty agent's one end is its last record.
+    folded_eps = len(events) / float(timing.get("folded_seconds", timing["seconds"]))
     done = (
         "taken (nothing sent or committed)"
         if peer == "faust"
@@ -403,11 +433,119 @@ def child_rate(
     )
     print(
         f"RESULT {label}: {timing['records']} records {done} in {timing['seconds']:.2f} s: "
-        f"{eps:.0f} events/s, CPU {timing['cpu'] / len(events) * 1e6:.0f} µs/event "
-        "(all its threads)",
+        f"{eps:.0f} events/s ({folded_eps:.0f} to the last folded), "
+        f"CPU {timing['cpu'] / len(events) * 1e6:.0f} µs/event (all its threads)",
         flush=True,
     )
-    return eps
+    return Rate(eps, folded_eps)
+
+
+def print_ratios(
+    end: str, rates: dict[str, float], bare: float, quix: float, pipeline: float
+) -> None:
+    """The RATIO lines of the workers' ``rates``, every rate measured to ``end``."""
+    for label, eps in rates.items():
+        line = (
+            f"RATIO worker {label} ({end}): {eps:.0f} events/s = {eps / bare:.0%} of bare "
+            f"({bare:.0f})"
+        )
+        if quix:
+            line += f", {eps / quix:.2f}x quix ({quix:.0f}) [targets: >= 50% of bare, >= 1.5x quix]"
+        print(line, flush=True)
+        if pipeline:
+            print(
+                f"RATIO worker {label} to the client floor ({end}): {eps / pipeline:.0%} of "
+                f"{pipeline:.0f} events/s; the floor is {pipeline / bare:.0%} of bare",
+                flush=True,
+            )
+
+
+class Round(NamedTuple):
+    """One round's rates: bare (the faster of its two measures), each worker, the peers."""
+
+    bare: float
+    workers: dict[str, Rate]
+    quix: Rate
+    pipeline: Rate
+
+
+def one_round(
+    args: argparse.Namespace, work: Path, events: list[RegistrationEvent], n: int
+) -> Round:
+    """Bare, every contender on a log of its own, bare again; print the round's ratios.
+
+    Even rounds run the contenders in reverse order, so a machine that slows down
+    or speeds up during a run does not favour the same contender every round.
+    """
+    if args.rounds > 1:
+        print(f"bench: round {n} of {args.rounds}", flush=True)
+    bare = bare_rate(events)
+    print(f"RESULT bare decode+fold: {bare:.0f} events/s (in process, one core)", flush=True)
+    workers: dict[str, Rate] = {}
+    peers: dict[str, Rate] = {}
+
+    def worker(spec: str) -> None:
+        label, env, processes = parse_worker(spec)
+        # With PROCESSES the workers share the partitions before the log is published
+        # (else the first to be ready folds most of a backlog alone).
+        timed = fold_rate(
+            args, work, events, f"worker {label}", env, processes or 1, processes is not None
+        )
+        timed.worker.stop()
+        workers[label] = Rate(timed.eps, timed.folded_eps)
+
+    def peer(name: str, transport: str = "") -> None:
+        peers[name] = child_rate(args, work, events, name, transport)
+
+    runs: list[Callable[[], None]] = [
+        functools.partial(worker, spec)
+        for spec in ([] if args.no_worker else args.worker or DEFAULT_WORKERS)
+    ]
+    runs += [] if args.no_quix else [functools.partial(peer, "quix")]
+    runs += [] if args.no_pipeline else [functools.partial(peer, "pipeline")]
+    runs += [functools.partial(peer, "faust", transport) for transport in args.faust]
+    try:
+        for run in runs if n % 2 else runs[::-1]:
+            run()
+    finally:
+        drop_topics(args.bootstrap, CREATED_PREFIXES)
+        CREATED_PREFIXES.clear()
+    again = bare_rate(events)
+    print(f"bare decode+fold again: {again:.0f} events/s", flush=True)
+    bare = max(bare, again)  # the ratio against the faster of the two: the stricter one
+    none = Rate(0.0, 0.0)
+    quix, pipeline = peers.get("quix", none), peers.get("pipeline", none)
+    for end, pick in ENDS.items():
+        rates = {label: pick(r) for label, r in workers.items()}
+        print_ratios(end, rates, bare, pick(quix), pick(pipeline))
+    return Round(bare, workers, quix, pipeline)
+
+
+ENDS: dict[str, Callable[[Rate], float]] = {
+    "to the commit of the end": lambda r: r.eps,
+    # The peers commit at once on their last record, the worker on its commit timer: the
+    # rates to the last record folded compare the same span of work (D127).
+    "to the last folded": lambda r: r.folded_eps,
+}
+
+
+def print_medians(rounds: list[Round]) -> None:
+    """Each worker's median ratios over the rounds, every ratio taken within its round."""
+    for label in rounds[0].workers:
+        for end, pick in ENDS.items():
+            of_bare = [pick(r.workers[label]) / r.bare for r in rounds]
+            line = (
+                f"MEDIAN worker {label} ({end}) over {len(rounds)} rounds: "
+                f"{statistics.median(of_bare):.0%} of bare "
+                f"(rounds: {', '.join(f'{x:.0%}' for x in of_bare)})"
+            )
+            if all(pick(r.quix) for r in rounds):
+                of_quix = [pick(r.workers[label]) / pick(r.quix) for r in rounds]
+                line += (
+                    f", {statistics.median(of_quix):.2f}x quix "
+                    f"(rounds: {', '.join(f'{x:.2f}x' for x in of_quix)})"
+                )
+            print(line, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-worker", action="store_true", help="no regstate worker")
     parser.add_argument("--data-dir", default="", help="work dir (default: a temp dir)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run every contender this many times (medians)"
+    )
     parser.add_argument("--profile", default="")
     parser.add_argument("--quix-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pipeline-child", action="store_true", help=argparse.SUPPRESS)
@@ -455,39 +596,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: work dir {work} (logs there)", flush=True)
     events = bench_events(args, args.events)
 
-    bare = bare_rate(events)
-    print(f"RESULT bare decode+fold: {bare:.0f} events/s (in process, one core)", flush=True)
-    rates: dict[str, float] = {}
-    try:
-        for spec in [] if args.no_worker else args.worker or DEFAULT_WORKERS:
-            label, env, processes = parse_worker(spec)
-            # With PROCESSES the workers share the partitions before the log is published
-            # (else the first to be ready folds most of a backlog alone).
-            worker, eps = fold_rate(
-                args, work, events, f"worker {label}", env, processes or 1, processes is not None
-            )
-            worker.stop()
-            rates[label] = eps
-        quix = 0.0 if args.no_quix else child_rate(args, work, events, "quix")
-        pipeline = 0.0 if args.no_pipeline else child_rate(args, work, events, "pipeline")
-        for transport in args.faust:
-            child_rate(args, work, events, "faust", transport)
-    finally:
-        drop_topics(args.bootstrap, CREATED_PREFIXES)
-    again = bare_rate(events)
-    print(f"bare decode+fold again: {again:.0f} events/s", flush=True)
-    bare = max(bare, again)  # the ratio against the faster of the two: the stricter one
-    for label, eps in rates.items():
-        line = f"RATIO worker {label}: {eps:.0f} events/s = {eps / bare:.0%} of bare ({bare:.0f})"
-        if quix:
-            line += f", {eps / quix:.2f}x quix ({quix:.0f}) [targets: >= 50% of bare, >= 1.5x quix]"
-        print(line, flush=True)
-        if pipeline:
-            print(
-                f"RATIO worker {label} to the client floor: {eps / pipeline:.0%} of "
-                f"{pipeline:.0f} events/s; the floor is {pipeline / bare:.0%} of bare",
-                flush=True,
-            )
+    rounds = [one_round(args, work, events, n) for n in range(1, args.rounds + 1)]
+    if len(rounds) > 1:
+        print_medians(rounds)
     return 0
 
 
