@@ -460,6 +460,14 @@ def print_ratios(
             )
 
 
+ENDS: dict[str, Callable[[Rate], float]] = {
+    "to the commit of the end": lambda r: r.eps,
+    # The peers commit at once on their last record, the worker on its commit timer: the
+    # rates to the last record folded compare the same span of work (D127).
+    "to the last folded": lambda r: r.folded_eps,
+}
+
+
 class Round(NamedTuple):
     """One round's rates: bare (the faster of its two measures), each worker, the peers."""
 
@@ -519,14 +527,6 @@ def one_round(
         rates = {label: pick(r) for label, r in workers.items()}
         print_ratios(end, rates, bare, pick(quix), pick(pipeline))
     return Round(bare, workers, quix, pipeline)
-
-
-ENDS: dict[str, Callable[[Rate], float]] = {
-    "to the commit of the end": lambda r: r.eps,
-    # The peers commit at once on their last record, the worker on its commit timer: the
-    # rates to the last record folded compare the same span of work (D127).
-    "to the last folded": lambda r: r.folded_eps,
-}
 
 
 def print_medians(rounds: list[Round]) -> None:
