@@ -287,14 +287,13 @@ def bench_events(args: argparse.Namespace, total: int) -> list[RegistrationEvent
     return list(generate_events(total, args.aors, 4, args.seed, start_ts=now_ms() - span, raw=True))
 
 
-class FoldRate(NamedTuple):
-    """A timed fold: its first worker (still running) and two rates over the same start."""
+class Rate(NamedTuple):
+    """A timed fold's events/s to its two ends, from the same start (D127)."""
 
-    worker: WorkerProc
     eps: float
-    """To the group's commit of the log's end."""
+    """To the commit of the log's end."""
     folded_eps: float
-    """To the last event folded (the end the peers' rates can be compared at, D127)."""
+    """To the last event folded (the end the worker and the peers compare alike)."""
 
 
 def fold_rate(
@@ -305,7 +304,7 @@ def fold_rate(
     extra_env: dict[str, str] | None = None,
     workers: int = 1,
     live: bool = False,
-) -> FoldRate:
+) -> tuple[WorkerProc, Rate]:
     """Publish ``events`` under a fresh prefix, fold them with ``workers`` worker processes
     (one group); return the first worker (the others are stopped) and the rates.
 
@@ -373,7 +372,7 @@ def fold_rate(
         publisher.join()
     for proc in procs[1:]:
         proc.stop()
-    return FoldRate(procs[0], eps, folded_eps)
+    return procs[0], Rate(eps, folded_eps)
 
 
 def phase_throughput(
@@ -386,8 +385,8 @@ def phase_throughput(
     latency phase runs at half the worker's rate, not at half of a rate that wait lowered.
     """
     events = bench_events(args, args.events + args.latency_events)
-    timed = fold_rate(args, work, events[: args.events])
-    return timed.worker, timed.folded_eps, events[args.events :]
+    worker, rate = fold_rate(args, work, events[: args.events])
+    return worker, rate.folded_eps, events[args.events :]
 
 
 def _publish_paced(

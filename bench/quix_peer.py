@@ -81,6 +81,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.engine_bench import (  # noqa: E402
     CREATED_PREFIXES,
+    Rate,
     bench_events,
     drop_topics,
     engine_like_producer,
@@ -357,13 +358,6 @@ def faust_child(args: argparse.Namespace) -> int:
     return 1  # the agent leaves the process; a worker that returns never took them all
 
 
-class Rate(NamedTuple):
-    """A contender's rate to its commit of the end, and to its last record folded (D127)."""
-
-    eps: float
-    folded_eps: float
-
-
 def child_rate(
     args: argparse.Namespace,
     work: Path,
@@ -496,11 +490,11 @@ def one_round(
         label, env, processes = parse_worker(spec)
         # With PROCESSES the workers share the partitions before the log is published
         # (else the first to be ready folds most of a backlog alone).
-        timed = fold_rate(
+        proc, rate = fold_rate(
             args, work, events, f"worker {label}", env, processes or 1, processes is not None
         )
-        timed.worker.stop()
-        workers[label] = Rate(timed.eps, timed.folded_eps)
+        proc.stop()
+        workers[label] = rate
 
     def peer(name: str, transport: str = "") -> None:
         peers[name] = child_rate(args, work, events, name, transport)
