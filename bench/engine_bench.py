@@ -25,7 +25,8 @@ latency [p99 <= 100 ms]
     process of its own. A second line gives the share of states the worker
     handed to its producer within 50 and 100 ms of their event's ts (its
     ``regstate_publish_to_bindings_seconds`` histogram, over the phase), a third
-    the worker's CPU per event and the machine's CPU use over the phase. Then
+    the worker's CPU per event, the bench's own (its publisher's and reader's:
+    they share the worker's cores, D128) and the machine's CPU use. Then
     the floor: a relay process (aiokafka consumer and producer, the engine's
     batched outputs, no fold) re-sends the same events at the same rate between
     topics of its own, with the worker idle; its p50/p99 is what the broker,
@@ -390,13 +391,15 @@ def phase_throughput(
 
 
 def _publish_paced(
-    bootstrap: str, topic: str, events: list[RegistrationEvent], rate: float
+    bootstrap: str, topic: str, events: list[RegistrationEvent], rate: float, spent: Any
 ) -> None:
-    """Publish ``events`` at ``rate``, each with ``ts`` set as it is handed to the producer.
+    """Publish ``events`` at ``rate``, each with ``ts`` set as it is handed to the producer;
+    leave the CPU seconds publishing took (not the process's start-up) in ``spent``.
 
     Runs in its own process, so the reader's arrival times are not delayed by the
     publisher's work on one event loop (and the reverse); sends every 5 ms what is due.
     """
+    cpu = time.process_time()
 
     async def run() -> None:
         producer = AIOKafkaProducer(
@@ -418,6 +421,7 @@ def _publish_paced(
             await producer.stop()
 
     asyncio.run(run())
+    spent.value = time.process_time() - cpu
 
 
 def engine_like_producer(bootstrap: str, settings: Settings) -> AIOKafkaProducer:
@@ -479,11 +483,20 @@ async def _assign_at_end(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPa
     return tps
 
 
+class Latency(NamedTuple):
+    """What one latency run measured."""
+
+    samples: list[float]
+    """Of each new state: its arrival minus its ``updated_ts``, in ms."""
+    publisher_cpu_s: float
+    reader_cpu_s: float
+
+
 async def _latency(
     args: argparse.Namespace, source: str, topic: str, tail: list[RegistrationEvent], rate: float
-) -> list[float]:
-    """Publish ``tail`` to ``source`` at ``rate``; the latency of each new state read from
-    ``topic`` (arrival minus its ``updated_ts``), in ms."""
+) -> Latency:
+    """Publish ``tail`` to ``source`` at ``rate``; read each new state from ``topic``."""
+    reader_cpu = time.process_time()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=args.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
     )
@@ -492,9 +505,11 @@ async def _latency(
     samples: list[float] = []
     phase_start_ms = now_ms()
     versions: dict[bytes, int] = {}
-    publisher = multiprocessing.get_context("spawn").Process(
+    spawn = multiprocessing.get_context("spawn")
+    spent = spawn.Value("d", 0.0)
+    publisher = spawn.Process(
         target=_publish_paced,
-        args=(args.bootstrap, source, tail, rate),
+        args=(args.bootstrap, source, tail, rate, spent),
         daemon=True,
     )
     publisher.start()
@@ -520,7 +535,7 @@ async def _latency(
             stop_at = time.monotonic() + max(2.0, 0.1 * sent_for)
     publisher.join()
     await consumer.stop()
-    return samples
+    return Latency(samples, spent.value, time.process_time() - reader_cpu)
 
 
 def _within(worker: WorkerProc, le: str) -> tuple[float, float]:
@@ -578,7 +593,7 @@ def _relay_latency(
     try:
         if not ready.wait(120):
             raise SystemExit("bench: the relay did not start")
-        return asyncio.run(_latency(args, source, out, tail, rate))
+        return asyncio.run(_latency(args, source, out, tail, rate)).samples
     finally:
         relay.kill()
         relay.join()
@@ -595,9 +610,10 @@ def phase_latency(
     settings = Settings.from_env(worker.env)
     before = {le: _within(worker, le) for le in ("0.05", "0.1")}
     cpu, machine = worker.cpu_seconds(), _cpu_times()
-    samples = asyncio.run(
+    measured = asyncio.run(
         _latency(args, settings.topic("registrations"), settings.topic("bindings"), tail[:n], rate)
     )
+    samples = measured.samples
     cpu, machine = worker.cpu_seconds() - cpu, _cpu_times() - machine
     inside = {}
     for le, (under0, total0) in before.items():
@@ -621,7 +637,8 @@ def phase_latency(
     )
     print(
         f"RESULT CPU during the latency phase: worker {cpu / n * 1e6:.0f} µs/event; "
-        f"machine {machine}",
+        f"the bench's publisher {measured.publisher_cpu_s / n * 1e6:.0f} µs/event, its "
+        f"reader {measured.reader_cpu_s / n * 1e6:.0f} µs/event; machine {machine}",
         flush=True,
     )
     machine = _cpu_times()
