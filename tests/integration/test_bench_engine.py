@@ -8,27 +8,17 @@ bench's own publisher and reader (D128)."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
+from tests.integration.bench_support import run_bench
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "engine_bench.py"
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 
 
 def _bench(bootstrap: str, work: Path, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--bootstrap", bootstrap, "--data-dir", str(work), *args],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    return out.stdout
+    return run_bench("engine_bench.py", "--bootstrap", bootstrap, "--data-dir", str(work), *args)
 
 
 def _search(pattern: str, stdout: str) -> re.Match[str]:

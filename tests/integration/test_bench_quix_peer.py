@@ -9,42 +9,32 @@ medians."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.integration.bench_support import run_bench
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "quix_peer.py"
 NO_FOLD = ("--no-worker", "--no-pipeline")  # the empty agent alone
 RATE = r"(\d+) events/s \((\d+) to the last folded\)"
 
 
 def _bench(bootstrap: str, work: Path, *extra: str, events: int = 2000) -> str:
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--bootstrap",
-            bootstrap,
-            "--events",
-            str(events),
-            "--aors",
-            str(events // 10),
-            "--no-quix",
-            "--data-dir",
-            str(work),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
+    return run_bench(
+        "quix_peer.py",
+        "--bootstrap",
+        bootstrap,
+        "--events",
+        str(events),
+        "--aors",
+        str(events // 10),
+        "--no-quix",
+        "--data-dir",
+        str(work),
+        *extra,
     )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    return out.stdout
 
 
 def test_empty_faust_agent_takes_the_whole_log(kafka_bootstrap: str, tmp_path: Path) -> None:
