@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,3 +22,11 @@ def run_bench(script: str, *args: str) -> str:
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     return out.stdout
+
+
+def search_line(pattern: str, stdout: str) -> re.Match[str]:
+    """The first match of ``pattern`` in a bench's ``stdout``; fails the test, showing the
+    output, when there is none."""
+    found = re.search(pattern, stdout)
+    assert found is not None, f"no line matching {pattern!r} in:\n{stdout}"
+    return found

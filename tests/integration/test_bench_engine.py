@@ -7,24 +7,17 @@ bench's own publisher and reader (D128)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
-from tests.integration.bench_support import run_bench
+from tests.integration.bench_support import run_bench, search_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 
 
 def _bench(bootstrap: str, work: Path, *args: str) -> str:
     return run_bench("engine_bench.py", "--bootstrap", bootstrap, "--data-dir", str(work), *args)
-
-
-def _search(pattern: str, stdout: str) -> re.Match[str]:
-    found = re.search(pattern, stdout)
-    assert found is not None, f"no line matching {pattern!r} in:\n{stdout}"
-    return found
 
 
 def test_throughput_and_latency_phases(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -45,7 +38,7 @@ def test_throughput_and_latency_phases(kafka_bootstrap: str, tmp_path: Path) -> 
         "--latency-events",
         "2000",
     )
-    throughput = _search(
+    throughput = search_line(
         r"RESULT throughput: 4000 events folded by 1 worker\(s\) .*: (\d+) events/s "
         r"\((\d+) to the last folded\), worker CPU (\d+) µs/event",
         stdout,
@@ -54,7 +47,7 @@ def test_throughput_and_latency_phases(kafka_bootstrap: str, tmp_path: Path) -> 
     assert folded >= committed > 0
     assert worker_cpu > 0
 
-    latency = _search(
+    latency = search_line(
         rf"RESULT latency at {rate} events/s for {seconds} s: (\d+) bindings records, "
         r"p50 ([\d.]+) ms, p99 ([\d.]+) ms",
         stdout,
@@ -63,7 +56,7 @@ def test_throughput_and_latency_phases(kafka_bootstrap: str, tmp_path: Path) -> 
     assert 0 < states <= rate * seconds
     assert 0 < p50 <= p99
 
-    cpu = _search(
+    cpu = search_line(
         r"RESULT CPU during the latency phase: worker (\d+) µs/event; the bench's publisher "
         r"(\d+) µs/event, its reader (\d+) µs/event; machine \d+% busy",
         stdout,
@@ -71,7 +64,7 @@ def test_throughput_and_latency_phases(kafka_bootstrap: str, tmp_path: Path) -> 
     assert all(int(x) > 0 for x in cpu.groups())
 
     # The relay re-sends every record: one sample each.
-    floor = _search(
+    floor = search_line(
         rf"RESULT latency floor \(relay: consume and re-send, no fold\) at {rate} events/s: "
         r"(\d+) records, p50 ([\d.]+) ms, p99 ([\d.]+) ms",
         stdout,
@@ -82,8 +75,8 @@ def test_throughput_and_latency_phases(kafka_bootstrap: str, tmp_path: Path) -> 
 
 def test_restart_phase(kafka_bootstrap: str, tmp_path: Path) -> None:
     stdout = _bench(kafka_bootstrap, tmp_path, "--phases", "restart", "--bindings", "2000")
-    _search(r"table filled: 2000 bindings", stdout)
-    restart = _search(
+    search_line(r"table filled: 2000 bindings", stdout)
+    restart = search_line(
         r"RESULT restart to ready with 2000 bindings \(RocksDB\): "
         r"([\d.]+) s, ([\d.]+) s, ([\d.]+) s \[target <= 10 s\]",
         stdout,

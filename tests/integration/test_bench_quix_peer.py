@@ -8,12 +8,11 @@ medians."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
-from tests.integration.bench_support import run_bench
+from tests.integration.bench_support import run_bench, search_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -39,8 +38,7 @@ def _bench(bootstrap: str, work: Path, *extra: str, events: int = 2000) -> str:
 
 def test_empty_faust_agent_takes_the_whole_log(kafka_bootstrap: str, tmp_path: Path) -> None:
     stdout = _bench(kafka_bootstrap, tmp_path, *NO_FOLD, "--faust", "aiokafka")
-    line = re.search(r"RESULT faust-aiokafka: (\d+) records taken .*: (\d+) events/s", stdout)
-    assert line is not None, stdout
+    line = search_line(r"RESULT faust-aiokafka: (\d+) records taken .*: (\d+) events/s", stdout)
     assert int(line.group(1)) == 2000
     assert int(line.group(2)) > 0
 
@@ -51,7 +49,7 @@ def test_a_transport_that_takes_nothing_is_reported(kafka_bootstrap: str, tmp_pa
         kafka_bootstrap, tmp_path, *NO_FOLD, "--faust", "aiokafka", "--faust-timeout", "0.5"
     )
     want = r"RESULT faust-aiokafka: had not taken all 2000 records after 0.5 s; see "
-    assert re.search(want, stdout), stdout
+    search_line(want, stdout)
 
 
 @pytest.mark.slow
@@ -64,8 +62,7 @@ def test_worker_and_client_floor_are_timed_to_both_ends(
     first, second = stdout.split("bench: round 2 of 2")
     for contender in (r"worker regstate: 3000 events folded", r"pipeline: 3000 records folded"):
         for rnd in (first, second):
-            line = re.search(contender + r".*?: " + RATE, rnd)
-            assert line is not None, stdout
+            line = search_line(contender + r".*?: " + RATE, rnd)
             committed, folded = int(line.group(1)), int(line.group(2))
             # The last record is folded before the end is committed, never after.
             assert 0 < committed <= folded, line.group(0)
@@ -74,14 +71,12 @@ def test_worker_and_client_floor_are_timed_to_both_ends(
     assert second.index("pipeline: published") < second.index("worker regstate: published")
     for end in ("to the commit of the end", "to the last folded"):
         for rnd in (first, second):
-            ratio = re.search(rf"RATIO worker regstate \({end}\): (\d+) events/s = \d+% of", rnd)
-            assert ratio is not None, stdout
+            ratio = search_line(rf"RATIO worker regstate \({end}\): (\d+) events/s = \d+% of", rnd)
             assert int(ratio.group(1)) > 0
-        median = re.search(
+        median = search_line(
             rf"MEDIAN worker regstate \({end}\) over 2 rounds: (\d+)% of bare "
             r"\(rounds: (\d+)%, (\d+)%\)",
             stdout,
         )
-        assert median is not None, stdout
         a, b = int(median.group(2)), int(median.group(3))
         assert int(median.group(1)) in range(min(a, b), max(a, b) + 1)
