@@ -463,12 +463,12 @@ ENDS: dict[str, Callable[[Rate], float]] = {
 
 
 class Round(NamedTuple):
-    """One round's rates: bare (the faster of its two measures), each worker, the peers."""
+    """One round's rates the medians use: bare (the faster of its two measures), each
+    worker, the Quix app."""
 
     bare: float
     workers: dict[str, Rate]
     quix: Rate
-    pipeline: Rate
 
 
 def one_round(
@@ -520,7 +520,7 @@ def one_round(
     for end, pick in ENDS.items():
         rates = {label: pick(r) for label, r in workers.items()}
         print_ratios(end, rates, bare, pick(quix), pick(pipeline))
-    return Round(bare, workers, quix, pipeline)
+    return Round(bare, workers, quix)
 
 
 def print_medians(rounds: list[Round]) -> None:
